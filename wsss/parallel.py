@@ -1,0 +1,205 @@
+"""Per-image work across worker processes and ``torchrun`` ranks.
+
+Every per-image stage (superpixels, crf, solve, predict, eval, prepare-*) computes a result per
+image with a plain function and writes it to one artifact. :func:`run_per_image` does the rest:
+
+- under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` takes the images ``ids[r::world_size]`` and
+  writes its own shard ``<path>.rank<r>.tmp``; after a barrier rank 0 joins the shards into the
+  artifact (other ranks return once it exists);
+- inside a rank, ``workers`` > 1 spreads images over a process pool (fork; each worker uses one
+  torch thread), results come back in order and one process writes;
+- ``resume`` skips images already written to the partial file;
+- a rich progress bar on rank 0.
+
+The result of an image depends only on the image and the configuration, never on the worker or
+rank that computed it, so the artifact is identical for any worker count and world size.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsss.artifacts import ArtifactWriter
+from wsss.errors import UserError
+from wsss.progress import progress_bar
+
+#: A per-image function: image id -> (arrays to store, per-image attributes or None)
+ImageFn = Callable[[str], "tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]"]
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Rank and world size of this process (1 process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context() -> DistributedContext:
+    """Read rank and world size from the environment ``torchrun`` sets."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return DistributedContext(rank=rank, world_size=world)
+
+
+def init_distributed(backend: str | None = None) -> DistributedContext:
+    """Initialise ``torch.distributed`` when launched by torchrun (gloo on CPU, nccl with CUDA)."""
+    ctx = distributed_context()
+    if ctx.world_size > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if backend is None:
+                backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend)
+    return ctx
+
+
+def barrier() -> None:
+    """Synchronise all ranks (no-op in a single process)."""
+    if distributed_context().world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+
+
+def all_reduce_sum(array: np.ndarray) -> np.ndarray:
+    """Sum a numpy array over all ranks (identity in a single process). float64/int64 exact."""
+    if distributed_context().world_size == 1:
+        return array
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.numpy()
+
+
+def shard(ids: Sequence[str], ctx: DistributedContext) -> list[str]:
+    """The images rank ``ctx.rank`` handles: ``ids[rank::world_size]``."""
+    return list(ids[ctx.rank :: ctx.world_size])
+
+
+_worker_fn: ImageFn | None = None
+
+
+def _worker_init(fn: ImageFn) -> None:
+    global _worker_fn
+    _worker_fn = fn
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _worker_call(image_id: str):
+    assert _worker_fn is not None
+    return _worker_fn(image_id)
+
+
+def map_images(fn: ImageFn, ids: Sequence[str], workers: int = 1) -> Iterator[tuple[str, Any]]:
+    """Apply ``fn`` to every id, in order, with ``workers`` processes (1 = in this process)."""
+    if workers < 1:
+        raise UserError(f"--workers {workers}: must be at least 1.")
+    if workers == 1 or len(ids) <= 1:
+        for image_id in ids:
+            yield image_id, fn(image_id)
+        return
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn,)) as pool:
+        yield from zip(ids, pool.map(_worker_call, ids, chunksize=1))
+
+
+def run_per_image(
+    fn: ImageFn,
+    ids: Sequence[str],
+    writer_args: Mapping[str, Any],
+    *,
+    workers: int = 1,
+    resume: bool = False,
+    description: str = "processing",
+    on_result: Callable[[str, Mapping[str, np.ndarray], Mapping[str, Any] | None], None] | None = None,
+    finalize: Callable[[ArtifactWriter], None] | None = None,
+) -> Path:
+    """Compute ``fn`` for every image and write one artifact.
+
+    Args:
+        fn: image id -> (arrays, attrs). Must be picklable-free under fork (a closure is fine).
+        ids: all image ids of the job (every rank passes the same list).
+        writer_args: keyword arguments of :class:`ArtifactWriter` (``path``, ``kind``, ``classes``,
+            ``config``, ``inputs``, ``dataset``).
+        workers: processes per rank.
+        resume: keep the images finished by an interrupted run.
+        description: progress bar label.
+        on_result: called in the writing process for every image computed in this run
+            (statistics); not called for images skipped by ``resume``.
+        finalize: called on the joined writer before commit (root attributes such as statistics).
+            Runs on rank 0 only.
+
+    Returns:
+        the artifact path.
+    """
+    ctx = distributed_context()
+    args = dict(writer_args)
+    final = Path(args.pop("path"))
+    if ctx.world_size > 1:
+        init_distributed()
+        target = final.with_name(f"{final.name}.rank{ctx.rank}")
+    else:
+        target = final
+    my_ids = shard(ids, ctx)
+    with ArtifactWriter(target, resume=resume, **args) as writer:
+        todo = [i for i in my_ids if i not in writer.done]
+        with progress_bar(description, total=len(my_ids), enabled=ctx.is_main) as advance:
+            advance(len(my_ids) - len(todo))
+            for image_id, (arrays, attrs) in map_images(fn, todo, workers):
+                writer.write(image_id, arrays, attrs)
+                if on_result is not None:
+                    on_result(image_id, arrays, attrs)
+                advance(1)
+        if ctx.world_size == 1:
+            if finalize is not None:
+                finalize(writer)
+            return writer.commit()
+        writer.commit()  # the shard file <final>.rank<r>
+    barrier()
+    if ctx.is_main:
+        with ArtifactWriter(final, **args) as joined:
+            for r in range(ctx.world_size):
+                shard_path = final.with_name(f"{final.name}.rank{r}")
+                joined.copy_images_from(shard_path)
+            if finalize is not None:
+                finalize(joined)
+            joined.commit()
+        for r in range(ctx.world_size):
+            final.with_name(f"{final.name}.rank{r}").unlink(missing_ok=True)
+    barrier()
+    return final
+
+
+__all__ = [
+    "DistributedContext",
+    "all_reduce_sum",
+    "barrier",
+    "distributed_context",
+    "init_distributed",
+    "map_images",
+    "run_per_image",
+    "shard",
+]
