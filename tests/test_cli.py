@@ -1,0 +1,57 @@
+"""The command-line shell: help, version, info, and the one-line exit-2 error contract."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from wsss import __version__
+from wsss.artifacts import Artifact, ArtifactWriter
+from wsss_cli.main import COMMAND_MODULES, app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_registered_stage():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"wsss_cli.{name}")
+        except ModuleNotFoundError:
+            continue
+        shown = {"evaluate": "eval", "demo_data": "demo-data", "prepare": "prepare-scribbles"}.get(name, name)
+        assert shown in result.output, f"{shown} missing from wsss --help"
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_info_describes_kind_config_and_provenance(tmp_path):
+    parent = tmp_path / "seeds.h5"
+    with ArtifactWriter(parent, "seeds", classes=["bg", "cat"], config={"command": "wsss prepare-scribbles X"}) as w:
+        w.write("img1", {"label": np.zeros((3, 3), np.uint8)})
+        w.commit()
+    child = tmp_path / "pl.h5"
+    with ArtifactWriter(child, "pseudolabels", classes=["bg", "cat"], config={"command": "wsss solve Y", "lam": 6.0},
+                        inputs=[Artifact(parent).provenance()]) as w:
+        w.write("img1", {"probs": np.zeros((2, 3, 3), np.float16)})
+        w.commit()
+    result = runner.invoke(app, ["info", str(child)])
+    assert result.exit_code == 0, result.output
+    for expected in ("pseudolabels", "bg, cat", '"lam": 6.0', "wsss prepare-scribbles X", "wsss solve Y"):
+        assert expected in result.output
+
+
+def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_text("garbage")
+    result = runner.invoke(app, ["info", str(junk)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "junk.h5" in lines[0] and "error" in lines[0]
+    assert "Traceback" not in result.output
