@@ -348,6 +348,18 @@ class ArtifactWriter:
         """Read back an array already written (e.g. for statistics in a finalize step)."""
         return self._f[encode_id(image_id)][name][()]
 
+    def image_attrs(self, image_id: str) -> dict:
+        """Attributes written with an image (``complete`` left out), e.g. for a finalize step."""
+        group = self._f[encode_id(image_id)]
+        return {k: _attr(v) for k, v in group.attrs.items() if k != "complete"}
+
+    def remove(self, image_id: str) -> None:
+        """Delete an image written so far (e.g. one a finalize step leaves out)."""
+        name = encode_id(image_id)
+        if name in self._f:
+            del self._f[name]
+        self.done.discard(image_id)
+
     def set_attrs(self, **attrs: Any) -> None:
         """Root attributes besides the standard ones; non-scalars are stored as JSON strings."""
         for key, value in attrs.items():
