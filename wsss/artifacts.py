@@ -88,6 +88,22 @@ def _json_default(value: Any):
     raise TypeError(f"cannot record {type(value).__name__} in an artifact's configuration")
 
 
+#: Configuration keys that may differ between an interrupted run and its ``--resume``: the
+#: command line (it gains ``--resume``), the worker count and the resume flag itself.
+RESUME_VOLATILE_KEYS = ("command", "workers", "resume")
+
+
+def _comparable_config(config_json: str) -> str:
+    """The recorded configuration without :data:`RESUME_VOLATILE_KEYS` (for the resume check)."""
+    try:
+        config = json.loads(config_json)
+    except ValueError:
+        return config_json
+    if not isinstance(config, dict):
+        return config_json
+    return _json({k: v for k, v in config.items() if k not in RESUME_VOLATILE_KEYS})
+
+
 def tmp_path(path: Path) -> Path:
     """The partial file an artifact is written to before its atomic rename."""
     return path.with_name(path.name + ".tmp")
@@ -290,7 +306,7 @@ class ArtifactWriter:
             except OSError as exc:
                 raise UserError(f"{self.tmp}: partial file is unreadable ({exc}). Delete it and rerun without --resume.") from exc
             old = _attr(self._f.attrs.get("config", "{}"))
-            if old != config_json:
+            if _comparable_config(old) != _comparable_config(config_json):
                 self._f.close()
                 raise UserError(
                     f"{self.tmp}: was started with another configuration. Rerun with the same options, "
