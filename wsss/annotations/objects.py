@@ -72,6 +72,26 @@ def find_objects(mask: np.ndarray, num_classes: int, *, exclude: tuple[int, ...]
     return Objects(labels=labels, classes=np.concatenate(classes) if classes else np.zeros(0, np.int64), slices=list(slices))
 
 
+def interior_peak(region: np.ndarray) -> tuple[int, int]:
+    """The pixel farthest from a region's boundary (distance-transform maximum).
+
+    Pixels outside the crop count as outside the region (so the image border is a boundary).
+    Ties (a plateau, e.g. the ridge of a rectangle) go to the tied pixel nearest to the tied
+    pixels' mean position, then to the first in raster order.
+
+    Args:
+        region: h×w bool, not empty.
+
+    Returns:
+        (row, col) in the crop.
+    """
+    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    tied = np.argwhere(dist >= dist.max() - 1e-9)
+    centre = tied.mean(axis=0)
+    best = tied[int(np.argmin(((tied - centre) ** 2).sum(axis=1)))]
+    return int(best[0]), int(best[1])
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 

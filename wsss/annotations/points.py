@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from wsss.annotations.draw import disk_offsets, stamp
-from wsss.annotations.objects import Objects, class_index
+from wsss.annotations.objects import Objects, class_index, interior_peak
 from wsss.errors import UserError
 
 IGNORE_INDEX = 255
@@ -59,8 +58,8 @@ def points_from_objects(objects: Objects, rng: np.random.Generator | None = None
 
     Args:
         objects: the image's objects.
-        rng: None for the distance-transform maximum (first in raster order on ties; the image
-            border counts as boundary), or a Generator for a uniformly random object pixel (one
+        rng: None for the distance-transform maximum (:func:`~wsss.annotations.objects.interior_peak`:
+            the image border counts as boundary, ties go to the most central tied pixel), or a Generator for a uniformly random object pixel (one
             integer drawn per object, in object order).
 
     Returns:
@@ -70,12 +69,10 @@ def points_from_objects(objects: Objects, rng: np.random.Generator | None = None
     for i in range(len(objects)):
         region, sl = objects.region(i)
         if rng is None:
-            dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-            flat = int(np.argmax(dist))
+            r, c = interior_peak(region)
         else:
             candidates = np.flatnonzero(region)
-            flat = int(candidates[int(rng.integers(len(candidates)))])
-        r, c = np.unravel_index(flat, region.shape)
+            r, c = np.unravel_index(int(candidates[int(rng.integers(len(candidates)))]), region.shape)
         out.append(Point(row=int(r) + sl[0].start, col=int(c) + sl[1].start, cls=int(objects.classes[i]), obj=i))
     return out
 

@@ -26,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
 from wsss.annotations.draw import footprint, stamp
-from wsss.annotations.objects import Objects, find_objects
+from wsss.annotations.objects import Objects, find_objects, interior_peak
 
 IGNORE_INDEX = 255
 
@@ -118,10 +118,8 @@ def shrink(path: np.ndarray, rate: float, u: float, centred: bool = False) -> np
 
 
 def _peak(region: np.ndarray) -> np.ndarray:
-    """(row, col) of the pixel farthest from the region's boundary (first in raster order on ties);
-    pixels outside the crop count as outside the region."""
-    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    return np.array(np.unravel_index(int(np.argmax(dist)), region.shape), dtype=np.int64)
+    """(2,) int64 distance-transform peak of a region (:func:`~wsss.annotations.objects.interior_peak`)."""
+    return np.array(interior_peak(region), dtype=np.int64)
 
 
 _STEPS = ((0, 1, 1.0), (1, 0, 1.0), (1, 1, np.sqrt(2.0)), (1, -1, np.sqrt(2.0)))
