@@ -23,7 +23,10 @@ STATE = {"debug": False}
 
 def fail(message: str) -> None:
     """Print one error line and exit with code 2."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escape: messages name files and splits like "[val]", which rich would read as markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

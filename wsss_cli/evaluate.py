@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from wsss_cli.common import command, config_of, console, workers_option
@@ -34,7 +35,8 @@ def print_report(report: dict) -> None:
     title = f"{report['artifact_kind']} {report['artifact']['path']} — {report['images']} images"
     if report.get("crf"):
         title += " (+ DenseCRF)"
-    table = Table(title=title, title_justify="left")
+    console.print(f"[bold]{escape(title)}[/]", highlight=False)
+    table = Table()
     table.add_column("class")
     table.add_column("IoU %", justify="right")
     has_f = report.get("f_per_class") is not None
