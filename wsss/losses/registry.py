@@ -1,0 +1,268 @@
+"""``wsss train --loss NAME``: the network losses and their options.
+
+Every loss maps ``(logits, batch)`` to a dict of named **batch sums** (already multiplied by their
+weights η / λ); the training loop adds them and divides by the shared ``Z`` = number of valid pixels
+in the (global) batch (notation.md, Normalization). The terms are logged separately.
+
+| name        | target        | terms                                                           | source |
+|-------------|---------------|-----------------------------------------------------------------|--------|
+| ``pce``     | seeds         | ``pce`` = Σ_S −ln σ^ȳ                                            | notation.md |
+| ``full``    | dense masks   | ``ce`` = Σ_Ω −ln σ^y (mean CE after /Z)                          | |
+| ``gridcrf`` | seeds         | ``pce`` + ``crf`` = λ Σ_{pq∈NN4/8} w_pq P(σ_p, σ_q)              | regularized-losses.md |
+| ``densecrf``| seeds         | ``pce`` + ``crf`` = λ R_CRF(σ) (bilateral filter)                | regularized-losses.md (4) |
+| ``ncut``    | seeds         | ``pce`` + ``crf`` = λ R_NC(σ)                                    | regularized-losses.md (5) |
+| ``kernelcut``| seeds        | ``pce`` + ``crf`` = λ R_KC(σ)                                    | regularized-losses.md (6) |
+| ``collision``| seeds        | ``pce`` + ``sl`` = η Σ_{V∖S} CE(y, σ), y from the solver         | self-labeling.md (8) |
+| ``pseudo``  | pseudolabels  | ``ce`` = Σ_V H(y, σ) (soft) or Σ_V −ln σ^{argmax y} (``hard``)   | |
+
+During the pCE warm-up (``--warmup-epochs``) every seeds-based loss uses its ``pce`` term only
+(:meth:`TrainingLoss.warmup_terms`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wsss.errors import UserError
+from wsss.losses.partial_ce import partial_ce_sum, soft_ce_sum
+
+
+@dataclass
+class LossBatch:
+    """One training batch as the losses see it.
+
+    Attributes:
+        image: ``B×3×H×W`` float RGB 0–255.
+        labels: ``B×H×W`` int64: seeds, dense masks or hard pseudo-labels (255 = unlabelled).
+        valid: ``B×H×W`` bool validity mask (False on crop padding).
+        probs: ``B×K×H×W`` float soft targets (``pseudo`` with soft targets) or None.
+    """
+
+    image: Tensor
+    labels: Tensor
+    valid: Tensor
+    probs: Tensor | None = None
+
+
+class TrainingLoss:
+    """Base class. ``target`` says what the loss trains on: ``seeds``, ``masks`` or ``pseudolabels``."""
+
+    name = "base"
+    target = "seeds"
+    #: default number of pCE-only warm-up epochs as a fraction of --epochs (0: none)
+    default_warmup_fraction = 0.0
+
+    def terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Tensor]:
+        """Named batch sums (scalars). logits: ``B×K×H×W`` float."""
+        raise NotImplementedError
+
+    def warmup_terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Tensor]:
+        """Terms used during the pCE warm-up (partial CE only)."""
+        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid)}
+
+    @property
+    def uses_soft_targets(self) -> bool:
+        return False
+
+    def options(self) -> dict[str, Any]:
+        """The loss's resolved options (recorded in config.json)."""
+        return {}
+
+
+class PartialCE(TrainingLoss):
+    """``pce``: partial cross-entropy on the seeds only."""
+
+    name = "pce"
+
+    def terms(self, logits, batch):
+        return self.warmup_terms(logits, batch)
+
+
+class FullCE(TrainingLoss):
+    """``full``: cross-entropy on dense ground-truth masks (255 ignored)."""
+
+    name = "full"
+    target = "masks"
+
+    def terms(self, logits, batch):
+        return {"ce": partial_ce_sum(logits, batch.labels, batch.valid)}
+
+    warmup_terms = terms
+
+
+class PseudoCE(TrainingLoss):
+    """``pseudo``: CE on a pseudolabels artifact; soft ``H(y, σ)`` on every valid pixel, or (``hard``)
+    CE on its ``label`` map."""
+
+    name = "pseudo"
+    target = "pseudolabels"
+
+    def __init__(self, hard: bool = False):
+        self.hard = hard
+
+    @property
+    def uses_soft_targets(self) -> bool:
+        return not self.hard
+
+    def terms(self, logits, batch):
+        if self.hard or batch.probs is None:
+            return {"ce": partial_ce_sum(logits, batch.labels, batch.valid)}
+        return {"ce": soft_ce_sum(logits, batch.probs, batch.valid)}
+
+    warmup_terms = terms
+
+    def options(self):
+        return {"hard": self.hard}
+
+
+class GridCRFLoss(TrainingLoss):
+    """``gridcrf``: pCE + λ Σ_{pq∈N} w_pq P(σ_p, σ_q) on NN4/NN8 (:mod:`wsss.losses.gridcrf`).
+
+    λ default 6.0: the solver's λ (:class:`wsss.potts.solver.SolverConfig`), same energy; not tuned
+    separately for gradient descent.
+    """
+
+    name = "gridcrf"
+
+    def __init__(self, lam: float = 6.0, relaxation: str = "collision-divergence", neighbourhood: str = "nn4",
+                 bandwidth: float = 9.0):
+        from wsss.potts.relaxations import get_relaxation
+
+        get_relaxation(relaxation)  # validates the name
+        if neighbourhood not in ("nn4", "nn8"):
+            raise UserError(f"--neighbourhood {neighbourhood}: the grid CRF loss needs nn4 or nn8.")
+        self.lam, self.relaxation, self.neighbourhood, self.bandwidth = lam, relaxation, neighbourhood, bandwidth
+
+    def terms(self, logits, batch):
+        from wsss.losses.gridcrf import gridcrf_sum
+
+        probs = torch.softmax(logits.float(), dim=1)
+        crf = gridcrf_sum(probs, batch.image, batch.valid, self.relaxation, self.neighbourhood, self.bandwidth)
+        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid), "crf": self.lam * crf}
+
+    def options(self):
+        return {"lam": self.lam, "relaxation": self.relaxation, "neighbourhood": self.neighbourhood, "bandwidth": self.bandwidth}
+
+
+class DenseCRFFamily(TrainingLoss):
+    """``densecrf`` / ``ncut`` / ``kernelcut``: pCE + λ R(σ) with the bilateral filter library
+    (:mod:`wsss.losses.densecrf`; its functions return batch sums). ``options`` are passed through
+    to the loss function as keyword arguments (bandwidths, scale, γ, ...; defaults are its own)."""
+
+    def __init__(self, name: str, lam: float | None = None, **options: Any):
+        self.name = name
+        self.lam = lam
+        self.extra = dict(options)
+
+    def _fn(self):
+        try:
+            from wsss.losses import densecrf
+        except ModuleNotFoundError as exc:  # pragma: no cover - the module ships with wsss
+            raise UserError(f"--loss {self.name}: wsss.losses.densecrf is not available in this install.") from exc
+        return getattr(densecrf, f"{self.name}_loss")
+
+    def terms(self, logits, batch):
+        fn = self._fn()
+        kwargs = dict(self.extra)
+        params = inspect.signature(fn).parameters
+        if "valid" in params:
+            kwargs["valid"] = batch.valid
+        probs = torch.softmax(logits.float(), dim=1)
+        reg = fn(probs, batch.image.float(), **kwargs)
+        lam = self.lam if self.lam is not None else default_dense_weight(self.name)
+        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid), "crf": lam * reg}
+
+    def options(self):
+        return {"lam": self.lam if self.lam is not None else default_dense_weight(self.name), **self.extra}
+
+
+def default_dense_weight(name: str) -> float:
+    """Default λ of the dense losses: the module's documented default if it defines one
+    (``DEFAULT_WEIGHTS[name]`` or ``DEFAULT_<NAME>_WEIGHT``), else 1."""
+    try:
+        from wsss.losses import densecrf
+    except ModuleNotFoundError:  # pragma: no cover
+        return 1.0
+    table = getattr(densecrf, "DEFAULT_WEIGHTS", None)
+    if isinstance(table, dict) and name in table:
+        return float(table[name])
+    value = getattr(densecrf, f"DEFAULT_{name.upper()}_WEIGHT", None)
+    return float(value) if value is not None else 1.0
+
+
+class SelfLabelingLoss(TrainingLoss):
+    """``collision``: soft self-labeling (:mod:`wsss.losses.self_labeling`), or hard with ``hard=True``.
+
+    The solver options are a :class:`wsss.potts.solver.SolverConfig` (defaults: the potts library's,
+    i.e. collision CE + collision divergence on NN4, η 0.3, λ 6, 200 steps, lr 0.075).
+    Default warm-up: 20 % of the epochs (toolkit choice, untuned; the paper's length is unknown).
+    """
+
+    name = "collision"
+    default_warmup_fraction = 0.2
+
+    def __init__(self, solver: Any = None, hard: bool = False):
+        from wsss.potts.solver import SolverConfig
+
+        self.solver = solver if solver is not None else SolverConfig()
+        self.hard = hard
+        self.last_pseudo_labels: Tensor | None = None
+
+    def terms(self, logits, batch):
+        from wsss.losses.self_labeling import self_labeling_terms
+
+        terms, y = self_labeling_terms(logits, batch.labels, batch.image, batch.valid, self.solver, self.hard)
+        self.last_pseudo_labels = y
+        return terms
+
+    def options(self):
+        return {"hard": self.hard, "solver": dataclasses.asdict(self.solver)}
+
+
+#: --loss names
+LOSS_NAMES = ("pce", "full", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "pseudo")
+
+
+def solver_config(options: dict[str, Any]) -> Any:
+    """A :class:`wsss.potts.solver.SolverConfig` from option values (unknown keys → UserError)."""
+    from wsss.potts.solver import SolverConfig
+
+    names = {f.name: f for f in dataclasses.fields(SolverConfig)}
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise UserError(f"--solver-option {unknown[0]}: unknown solver option. Known: {', '.join(names)}.")
+    return SolverConfig(**options)
+
+
+def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:
+    """Build the loss ``name`` with its ``options``.
+
+    Options per loss (all optional): ``gridcrf``: lam, relaxation, neighbourhood, bandwidth;
+    ``densecrf``/``ncut``/``kernelcut``: lam + keyword options of the :mod:`wsss.losses.densecrf`
+    function; ``collision``: hard, solver (dict of :class:`~wsss.potts.solver.SolverConfig` fields);
+    ``pseudo``: hard.
+    """
+    options = dict(options or {})
+    if name == "pce":
+        loss: TrainingLoss = PartialCE()
+    elif name == "full":
+        loss = FullCE()
+    elif name == "pseudo":
+        loss = PseudoCE(hard=bool(options.pop("hard", False)))
+    elif name == "gridcrf":
+        loss = GridCRFLoss(**{k: options.pop(k) for k in ("lam", "relaxation", "neighbourhood", "bandwidth") if k in options})
+    elif name in ("densecrf", "ncut", "kernelcut"):
+        loss = DenseCRFFamily(name, lam=options.pop("lam", None), **options.pop("dense", {}))
+    elif name == "collision":
+        loss = SelfLabelingLoss(solver_config(options.pop("solver", {})), hard=bool(options.pop("hard", False)))
+    else:
+        raise UserError(f"--loss {name}: unknown loss. Choose one of: {', '.join(LOSS_NAMES)}.")
+    if options:
+        raise UserError(f"--loss {name}: options {sorted(options)} do not apply to this loss. Remove them.")
+    return loss

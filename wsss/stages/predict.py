@@ -1,0 +1,149 @@
+"""Stage ``predict``: a trained checkpoint + images → ``predictions`` artifact.
+
+Per image: ``scores`` (K×H×W float16 class probabilities) and ``label`` (H×W uint8, arg-max of the
+float32 probabilities). With several ``scales`` and/or ``flip`` the probabilities are averaged:
+for each scale ``s`` the image is resized bilinearly to ``round(s·H)×round(s·W)``, the softmax of
+the logits is resized back to ``H×W`` (bilinear, ``align_corners=True`` as the model's own
+upsampling), and with ``flip`` the mirrored image's probabilities are mirrored back and averaged
+too (``2·len(scales)`` passes).
+
+Images: ``data`` / ``layout`` / ``split`` where given, else the dataset recorded in the checkpoint
+(the training images; ``split`` overrides its split). Images are independent: ``--workers``
+processes (CPU) or ``torchrun`` ranks (one GPU each) split them, and the artifact does not depend on
+how.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.data import Dataset, open_dataset, open_recorded_dataset
+from wsss.errors import UserError
+from wsss.models import DeepLabV3Plus, ModelConfig
+from wsss.parallel import run_per_image
+from wsss.training.run import load_checkpoint, resolve_checkpoint
+
+
+@dataclass
+class PredictConfig:
+    """Options of ``wsss predict`` (defaults: single scale, no flip, as training validation)."""
+
+    checkpoint: str
+    out: str
+    data: str | None = None
+    layout: str | None = None
+    split: str | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    device: str = "auto"
+    workers: int = 1
+    resume: bool = False
+    command: str = ""
+
+
+def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[DeepLabV3Plus, dict[str, Any]]:
+    """The model of a checkpoint (eval mode, on ``device``) and the checkpoint dict (without weights)."""
+    state = load_checkpoint(checkpoint)
+    model = DeepLabV3Plus(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "scaler", "rng")}
+    return model, meta
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, image: Tensor, scales: Sequence[float] = (1.0,), flip: bool = False) -> Tensor:
+    """Class probabilities averaged over scales and flips.
+
+    Args:
+        model: maps ``B×3×h×w`` RGB 0–255 to ``B×K×h×w`` logits.
+        image: ``B×3×H×W`` float RGB 0–255.
+        scales: resize factors.
+        flip: also average the horizontally mirrored image.
+
+    Returns:
+        ``B×K×H×W`` float32 probabilities.
+    """
+    h, w = image.shape[-2:]
+    total = None
+    passes = 0
+    for s in scales:
+        size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
+        x = image if size == (h, w) else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        for mirrored in ((False, True) if flip else (False,)):
+            inp = x.flip(-1) if mirrored else x
+            p = torch.softmax(model(inp).float(), dim=1)
+            if mirrored:
+                p = p.flip(-1)
+            if size != (h, w):
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=True)
+            total = p if total is None else total + p
+            passes += 1
+    return total / passes
+
+
+def open_images(meta: dict[str, Any], data: str | None, layout: str | None, split: str | None) -> Dataset:
+    """The images to predict (see the module docstring)."""
+    if data is not None:
+        return open_dataset(data, layout=layout or "auto", split=split or "val")
+    record = dict(meta.get("dataset") or {})
+    if not record:
+        raise UserError("--data: the checkpoint records no dataset. Pass the images with --data (and --split).")
+    if split is not None:
+        record["split"] = split
+    if layout is not None:
+        record["layout"] = layout
+    return open_recorded_dataset(record)
+
+
+def run(cfg: PredictConfig) -> Path:
+    """Write the predictions artifact; returns its path."""
+    if not cfg.scales or any(s <= 0 for s in cfg.scales):
+        raise UserError(f"--scales {','.join(map(str, cfg.scales))}: scales must be positive numbers, e.g. 0.75,1,1.25.")
+    ckpt = resolve_checkpoint(cfg.checkpoint)
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {cfg.device}: CUDA is not available. Use --device cpu.")
+        if cfg.workers > 1:
+            raise UserError("--workers: use 1 with CUDA (one process per GPU; run under torchrun for several GPUs).")
+    device = torch.device(name)
+    model, meta = load_model(ckpt, device)
+    dataset = open_images(meta, cfg.data, cfg.layout, cfg.split)
+    classes = meta.get("classes") or dataset.classes
+    if len(classes) != model.config.num_classes or dataset.num_classes != model.config.num_classes:
+        raise UserError(f"{ckpt}: the model has {model.config.num_classes} classes but the dataset {dataset.root} has "
+                        f"{dataset.num_classes}. Predict on a dataset with the training classes.")
+    scales = tuple(float(s) for s in cfg.scales)
+
+    def one(image_id: str):
+        image = torch.from_numpy(dataset.load_image(image_id)).permute(2, 0, 1)[None].float().to(device)
+        probs = predict_probs(model, image, scales, cfg.flip)[0]
+        return {"scores": probs.cpu().numpy().astype(np.float16),
+                "label": probs.argmax(0).cpu().numpy().astype(np.uint8)}, None
+
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    config["checkpoint"] = str(ckpt.resolve())
+    config["checkpoint_epoch"] = meta.get("epoch")
+    config["train_config"] = meta.get("config", {}).get("train")
+    for key in ("workers", "resume", "device"):
+        config.pop(key)  # do not change the result
+    return run_per_image(
+        one, dataset.ids,
+        {"path": cfg.out, "kind": "predictions", "classes": classes, "config": config,
+         "inputs": [], "dataset": dataset.describe()},
+        workers=cfg.workers, resume=cfg.resume, description="predict",
+    )

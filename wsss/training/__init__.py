@@ -1,0 +1,11 @@
+"""Network training: data pipeline (augmentation + validity mask), loop (DDP, AMP, poly lr),
+run directory with checkpoints and metrics, resume.
+
+``train(TrainConfig(out=RUN, seeds=SEEDS, loss="collision", ...)) -> RUN``; see
+:mod:`wsss.training.loop` for the options and their sources.
+"""
+
+from wsss.training.loop import TrainConfig, train
+from wsss.training.run import RunDir, load_checkpoint, resolve_checkpoint
+
+__all__ = ["RunDir", "TrainConfig", "load_checkpoint", "resolve_checkpoint", "train"]

@@ -1,0 +1,53 @@
+"""``wsss predict``: checkpoint + images → predictions artifact (soft scores + labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from wsss.errors import UserError
+from wsss_cli.common import command, command_line, console, resume_option, workers_option
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``"0.75,1,1.25"`` → (0.75, 1.0, 1.25); a UserError for anything else."""
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError as exc:
+        raise UserError(f"--scales {text}: expected comma-separated numbers, e.g. 0.75,1,1.25.") from exc
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--scales {text}: expected positive numbers, e.g. 0.75,1,1.25.")
+    return scales
+
+
+def register(app: typer.Typer) -> None:
+    @command(app, "predict", help="Predict class probabilities with a trained network; writes a predictions artifact "
+                                  "(scores K×H×W float16, label H×W uint8) for solve, crf and eval.")
+    def predict(
+        checkpoint: Path = typer.Argument(..., help="A run directory of 'wsss train' (its last.pt) or a .pt checkpoint."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output predictions artifact (.h5)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (default: the training dataset recorded in the checkpoint)."),
+        layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: auto, or recorded)."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split (default: val with --data, else the recorded training split)."),
+        scales: str = typer.Option("1", "--scales", help="Comma-separated test scales, probabilities averaged, e.g. 0.75,1,1.25."),
+        flip: bool = typer.Option(False, "--flip", help="Also average the horizontally mirrored image."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
+        workers: int = workers_option(),
+        resume: bool = resume_option(),
+    ) -> None:
+        from wsss.stages import predict as stage
+
+        cfg = stage.PredictConfig(
+            checkpoint=str(checkpoint), out=str(out), data=str(data) if data else None, layout=layout, split=split,
+            scales=parse_scales(scales), flip=flip, device=device, workers=workers, resume=resume, command=command_line(),
+        )
+        path = stage.run(cfg)
+        from wsss.parallel import distributed_context
+
+        if distributed_context().is_main:
+            console.print(f"wrote {path}", highlight=False)
+
+
+__all__ = ["parse_scales", "register"]
