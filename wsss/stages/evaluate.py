@@ -150,6 +150,24 @@ def default_output(artifact: Path, crf: bool) -> Path:
     return artifact.with_name(artifact.stem + (".crf" if crf else "") + ".metrics.json")
 
 
+def _accumulate(one, ids, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
+                description: str, show: bool) -> None:
+    """Run ``one`` over ``ids`` and add its results into the accumulators (in place)."""
+    with progress_bar(description, total=len(ids), enabled=show) as advance:
+        for image_id, res in map_images(one, ids, workers):
+            conf += res["conf"]
+            valid_pixels += res["valid"]
+            if "f" in res:
+                present = ~np.isnan(res["f"])
+                f_table[row[image_id]] = np.where(present, res["f"], 0.0)
+                f_present[row[image_id]] = present
+            if "conf_unlabelled" in res:
+                conf_unl += res["conf_unlabelled"]
+            if "soft" in res:
+                soft_table[row[image_id]] = res["soft"]
+            advance(1)
+
+
 def run(
     artifact: str | Path,
     *,
@@ -290,19 +308,18 @@ def run(
     f_table = np.zeros((len(ids), k), np.float64)
     f_present = np.zeros((len(ids), k), np.int64)
     soft_table = np.zeros((len(ids), 2), np.float64)
-    with progress_bar("eval" + (" + crf" if crf is not None else ""), total=len(mine), enabled=ctx.is_main) as advance:
-        for image_id, res in map_images(one, mine, workers):
-            conf += res["conf"]
-            valid_pixels += res["valid"]
-            if "f" in res:
-                present = ~np.isnan(res["f"])
-                f_table[row[image_id]] = np.where(present, res["f"], 0.0)
-                f_present[row[image_id]] = present
-            if "conf_unlabelled" in res:
-                conf_unl += res["conf_unlabelled"]
-            if "soft" in res:
-                soft_table[row[image_id]] = res["soft"]
-            advance(1)
+    error: UserError | None = None
+    try:
+        _accumulate(one, mine, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
+                    "eval" + (" + crf" if crf is not None else ""), ctx.is_main)
+    except UserError as exc:
+        error = exc
+    # every rank learns whether one failed, so none waits forever in the all-reduces below
+    failed = all_reduce_sum(np.array([int(error is not None)], np.int64))
+    if error is not None:
+        raise error
+    if failed[0]:
+        raise UserError(f"{art.path}: evaluation failed on another rank. See its error message above.")
     conf = all_reduce_sum(conf)
     conf_unl = all_reduce_sum(conf_unl)
     valid_pixels = all_reduce_sum(valid_pixels)
