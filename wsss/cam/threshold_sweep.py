@@ -1,0 +1,112 @@
+"""Background-threshold sweep of CAM pseudo-labels: the J curve, its best threshold and J.
+
+Spec: ``cam.md`` ("Evaluating CAMs", HFPL code) and ``evaluation.md`` (J = mIoU). The CAM
+pseudo-label at threshold ``t`` is the arg-max over ``{t, r_c of the present classes}`` (ties go to
+the background ``t``). For every ``t`` in 0.00–0.59 (step 0.01) one ``K×K`` confusion is
+accumulated over the whole set (GT 255 ignored); J(t) = mean IoU over the K classes (VOC: 21),
+a class absent from both GT and prediction of the set is NaN and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsss.artifacts import IGNORE_INDEX
+
+#: 0.00, 0.01, …, 0.59 (cam.md, HFPL code).
+DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(60))
+
+
+def confusion_iou(confusion: np.ndarray) -> np.ndarray:
+    """Per-class IoU ``TP / (TP + FP + FN)`` of a ``K×K`` confusion (rows GT, columns prediction):
+    ``K`` float64, NaN for a class absent from both. Works on stacked ``…×K×K`` too."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    union = confusion.sum(axis=-1) + confusion.sum(axis=-2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def mean_iou(confusion: np.ndarray) -> np.ndarray:
+    """mIoU of ``…×K×K`` confusions: NaN-skipping mean over classes (float64, shape ``…``)."""
+    iou = confusion_iou(confusion)
+    valid = ~np.isnan(iou)
+    count = valid.sum(axis=-1)
+    total = np.where(valid, iou, 0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def cam_label(cams: np.ndarray, classes: Sequence[int] | np.ndarray, threshold: float) -> np.ndarray:
+    """CAM pseudo-label: ``T×H×W`` float CAMs, ``T`` label values → ``H×W`` uint8; 0 where
+    ``max_t r_t ≤ threshold`` (background wins ties), else the arg-max class."""
+    cams = np.asarray(cams)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if cams.shape[0] == 0:
+        return np.zeros(cams.shape[1:], dtype=np.uint8)
+    top = cams.max(axis=0)
+    return np.where(top > threshold, classes[cams.argmax(axis=0)], 0).astype(np.uint8)
+
+
+@dataclass
+class SweepResult:
+    """``thresholds`` ``T`` float64, ``j`` ``T`` float64 (J per threshold, in [0, 1]), the best
+    threshold and its J (first maximum), and the ``T×K×K`` int64 confusions."""
+
+    thresholds: np.ndarray
+    j: np.ndarray
+    best_threshold: float
+    best_j: float
+    confusions: np.ndarray
+
+
+class ThresholdSweep:
+    """Accumulates one confusion per threshold over a set of images (streaming).
+
+    ``num_classes``: K including background (VOC 21). ``update(cams, classes, gt)`` with ``cams``
+    ``T×H×W`` float, ``classes`` ``T`` label values, ``gt`` ``H×W`` int (255 ignored); ``result()``
+    gives a :class:`SweepResult`. Vectorised over thresholds and pixels.
+    """
+
+    def __init__(self, num_classes: int, thresholds: Sequence[float] = DEFAULT_THRESHOLDS):
+        self.num_classes = int(num_classes)
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.confusions = np.zeros((len(self.thresholds), self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, cams: np.ndarray, classes: Sequence[int] | np.ndarray, gt: np.ndarray) -> None:
+        cams = np.asarray(cams, dtype=np.float32)
+        classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+        gt = np.asarray(gt).astype(np.int64)
+        if cams.shape[1:] != gt.shape or cams.shape[0] != classes.size:
+            raise ValueError(f"cams {cams.shape}, classes {classes.shape} and gt {gt.shape} do not match")
+        keep = gt != IGNORE_INDEX
+        g = gt[keep]
+        if g.size and (g.min() < 0 or g.max() >= self.num_classes):
+            raise ValueError(f"ground-truth labels must be in 0..{self.num_classes - 1} or 255")
+        k = self.num_classes
+        nt = len(self.thresholds)
+        if classes.size:
+            top = cams.max(axis=0)[keep]
+            arg = classes[cams.argmax(axis=0)[keep]]
+            pred = np.where(top[None, :] > self.thresholds[:, None].astype(np.float32), arg[None, :], 0)   # T×P
+        else:
+            pred = np.zeros((nt, g.size), dtype=np.int64)
+        code = (np.arange(nt)[:, None] * k + g[None, :]) * k + pred
+        self.confusions += np.bincount(code.ravel(), minlength=nt * k * k).reshape(nt, k, k)
+
+    def result(self) -> SweepResult:
+        j = mean_iou(self.confusions)
+        best = int(np.nanargmax(j)) if np.isfinite(j).any() else 0
+        return SweepResult(self.thresholds.copy(), j, float(self.thresholds[best]), float(j[best]), self.confusions.copy())
+
+
+def sweep_thresholds(items: Iterable[tuple[np.ndarray, Sequence[int] | np.ndarray, np.ndarray]], num_classes: int,
+                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> SweepResult:
+    """J over background thresholds for ``(cams, classes, gt)`` triples; see :class:`ThresholdSweep`."""
+    sweep = ThresholdSweep(num_classes, thresholds)
+    for cams, classes, gt in items:
+        sweep.update(cams, classes, gt)
+    return sweep.result()
