@@ -218,3 +218,10 @@ def test_small_objects_get_a_point_and_never_255():
     label, objects = generate(mask, width=1, min_area=16)
     assert (label[5:8, 5:8] != 255).sum() == 1 and label[6, 6] == 1  # the distance-transform peak
     assert np.all(label[mask == 255] == 255)
+
+
+def test_full_scribbles_cover_a_few_percent_of_voc_sized_images():
+    # ScribbleSup covers about 3 % of VOC pixels (spec); one skeleton scribble per object, 3 px wide,
+    # on 375×500 synthetic masks: between 1 % and 5 %
+    fractions = [(generate(synthetic_mask(s, h=375, w=500, n=3))[0] != 255).mean() for s in range(2)]
+    assert all(0.01 <= f <= 0.05 for f in fractions), fractions
