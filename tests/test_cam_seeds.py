@@ -7,7 +7,7 @@ import pytest
 
 from wsss.cam.seeds import (affinity_seeds, background_score, boxes_to_seeds, densecrf_refine, threshold_seeds,
                             with_background)
-from wsss.cam.threshold_sweep import DEFAULT_THRESHOLDS, ThresholdSweep, cam_label, mean_iou, sweep_thresholds
+from wsss.cam.threshold_sweep import DEFAULT_THRESHOLDS, ThresholdSweep, cam_label, sweep_thresholds
 from wsss.errors import UserError
 
 U = 255
@@ -186,5 +186,5 @@ def test_sweep_finds_the_separating_threshold():
     res = sweep.result()
     assert res.best_threshold == pytest.approx(0.2) and res.best_j == pytest.approx(1.0)   # first maximum
     assert np.all(res.j[20:45] == 1.0) and res.j[19] < 1 and res.j[45] < 1
-    assert mean_iou(np.array([[3, 1], [0, 0]])) == pytest.approx(0.75 / 2 + 0.0)          # class 1: 0 / 1
-    assert np.isnan(mean_iou(np.zeros((2, 2))))
+    empty = ThresholdSweep(3, (0.1,)).result()
+    assert np.isnan(empty.j[0]) and empty.best_threshold == pytest.approx(0.1)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from wsss.artifacts import IGNORE_INDEX
+from wsss.crf import CRFParams, dense_crf
 from wsss.errors import UserError
 
 #: (α_low, α_high) of rule (a) (cam.md): binomial with ISL (hfpl), SEAM's original, multinomial.
@@ -37,11 +38,6 @@ SPML_MIN_SCORE = 0.2
 BOX_THRESHOLD = 0.5
 #: ε of the in-box min–max normalization (as the CAM normalization of cam.md).
 BOX_EPS = 1e-5
-#: DenseCRF defaults of rule (a) (cam.md = DeepLab's, evaluation.md): 10 iterations, Gaussian sxy 3
-#: compat 3, bilateral sxy 80 srgb 13 compat 10; probabilities clipped at 1e-5 before −ln.
-CRF_DEFAULTS = {"iterations": 10, "gauss_sxy": 3.0, "gauss_compat": 3.0, "bi_sxy": 80.0, "bi_srgb": 13.0,
-                "bi_compat": 10.0, "clip": 1e-5}
-
 #: ``refine(probs, image) -> probs``: ``K×H×W`` float32 (sums to 1 per pixel) and ``H×W×3`` uint8
 #: → ``K×H×W`` float. Plug the crf stage's function here.
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -71,24 +67,14 @@ def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:
     return np.concatenate([background_score(cams, alpha)[None], cams], axis=0)
 
 
-def densecrf_refine(probs: np.ndarray, image: np.ndarray, iterations: int = 10, gauss_sxy: float = 3.0,
-                    gauss_compat: float = 3.0, bi_sxy: float = 80.0, bi_srgb: float = 13.0,
-                    bi_compat: float = 10.0, clip: float = 1e-5) -> np.ndarray:
-    """DenseCRF (pydensecrf) mean-field: ``K×H×W`` probabilities + ``H×W×3`` uint8 RGB → ``K×H×W``
-    float32 marginals. Unary ``−ln(max(p, clip))``; defaults :data:`CRF_DEFAULTS` (cam.md)."""
-    import pydensecrf.densecrf as dcrf
+def densecrf_refine(probs: np.ndarray, image: np.ndarray, params: CRFParams | None = None) -> np.ndarray:
+    """DenseCRF refinement of rule (a): ``K×H×W`` probabilities + ``H×W×3`` uint8 RGB → ``K×H×W``
+    float32 marginals, via the toolkit's :func:`wsss.crf.dense_crf` (one CRF code path).
 
-    probs = np.asarray(probs, dtype=np.float32)
-    k, h, w = probs.shape
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    if image.shape != (h, w, 3):
-        raise ValueError(f"image must be {h}×{w}×3 uint8 to match probs {probs.shape}, got {image.shape}")
-    crf = dcrf.DenseCRF2D(w, h, k)
-    unary = -np.log(np.maximum(probs, clip)).reshape(k, -1)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
-    crf.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb, rgbim=image, compat=bi_compat)
-    return np.asarray(crf.inference(iterations), dtype=np.float32).reshape(k, h, w)
+    Defaults :class:`wsss.crf.CRFParams` = cam.md's for this step: 10 iterations, Gaussian sxy 3
+    compat 3, bilateral sxy 80 srgb 13 compat 10, probabilities clipped at 1e-5 before ``−ln``.
+    """
+    return dense_crf(np.ascontiguousarray(image, dtype=np.uint8), probs, params if params is not None else CRFParams())
 
 
 def _argmax(scores: np.ndarray, image: np.ndarray | None, refine: Refine | None) -> np.ndarray:

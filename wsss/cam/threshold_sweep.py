@@ -4,7 +4,8 @@ Spec: ``cam.md`` ("Evaluating CAMs", HFPL code) and ``evaluation.md`` (J = mIoU)
 pseudo-label at threshold ``t`` is the arg-max over ``{t, r_c of the present classes}`` (ties go to
 the background ``t``). For every ``t`` in 0.00–0.59 (step 0.01) one ``K×K`` confusion is
 accumulated over the whole set (GT 255 ignored); J(t) = mean IoU over the K classes (VOC: 21),
-a class absent from both GT and prediction of the set is NaN and skipped.
+a class absent from both GT and prediction of the set is NaN and skipped
+(:func:`wsss.metrics.mean_iou`).
 """
 
 from __future__ import annotations
@@ -15,29 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsss.artifacts import IGNORE_INDEX
+from wsss.metrics import mean_iou
 
 #: 0.00, 0.01, …, 0.59 (cam.md, HFPL code).
 DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(60))
-
-
-def confusion_iou(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU ``TP / (TP + FP + FN)`` of a ``K×K`` confusion (rows GT, columns prediction):
-    ``K`` float64, NaN for a class absent from both. Works on stacked ``…×K×K`` too."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
-    union = confusion.sum(axis=-1) + confusion.sum(axis=-2) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
-
-
-def mean_iou(confusion: np.ndarray) -> np.ndarray:
-    """mIoU of ``…×K×K`` confusions: NaN-skipping mean over classes (float64, shape ``…``)."""
-    iou = confusion_iou(confusion)
-    valid = ~np.isnan(iou)
-    count = valid.sum(axis=-1)
-    total = np.where(valid, iou, 0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def cam_label(cams: np.ndarray, classes: Sequence[int] | np.ndarray, threshold: float) -> np.ndarray:
@@ -98,7 +80,7 @@ class ThresholdSweep:
         self.confusions += np.bincount(code.ravel(), minlength=nt * k * k).reshape(nt, k, k)
 
     def result(self) -> SweepResult:
-        j = mean_iou(self.confusions)
+        j = np.array([mean_iou(c) for c in self.confusions], dtype=np.float64)
         best = int(np.nanargmax(j)) if np.isfinite(j).any() else 0
         return SweepResult(self.thresholds.copy(), j, float(self.thresholds[best]), float(j[best]), self.confusions.copy())
 
