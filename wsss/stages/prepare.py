@@ -497,6 +497,10 @@ def run_tags(
     if boxes not in ("auto", "masks", "xml", "none"):
         raise UserError(f"--boxes {boxes}: choose auto, masks, xml or none.")
     _check("--min-area", min_area, 0)
+    if xml_dir is not None and not Path(xml_dir).is_dir():
+        raise UserError(f"{xml_dir}: --xml folder not found. Check the path.")
+    if csv_file is not None and not Path(csv_file).is_file():
+        raise UserError(f"{csv_file}: --csv file not found. Check the path.")
     dataset = _open(root, layout, split, list_file)
     classes, K = dataset.classes, dataset.num_classes
     bg = find_background(classes, background_class)
