@@ -193,7 +193,7 @@ class BilateralFilter(GaussianFilterBase):
       ``c_tk = ⟨F(S), WS⟩/‖WS‖² ≈ 1``.
     - Symmetric: the blur is applied as a symmetric (palindromic) sequence of per-direction passes,
       so ``F = Fᵀ`` up to rounding, and the backward (``F(g)``) is exact for this operator.
-    - Self-weights ``W̃_pp`` are not 1; :meth:`self_weight` returns them (analytic, see there).
+    - Self-weights ``W̃_pp`` are not 1; :meth:`self_weight` returns them exactly (computed on demand).
     """
 
     def __init__(
@@ -224,13 +224,9 @@ class BilateralFilter(GaussianFilterBase):
         return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
 
     def _raw_self_weight(self) -> torch.Tensor:
-        """Lattice self-weights ``W̃_pp = norm·Σ_{r,r'} b_r b_r' g(|r-r'|)`` (``B×1×H×W`` float32).
-
-        ``b_r`` are the pixel's barycentric weights and ``g`` the blur's response between two
-        vertices of one simplex on a fully populated lattice. Exact where the lattice vertices
-        visited by the blur between the pixel's own simplex vertices exist; an upper bound
-        otherwise (missing vertices only remove non-negative terms). Measured accuracy: see
-        docs/bilateral.md.
+        """Lattice self-weights ``W̃_pp`` (``B×1×H×W`` float32): the exact diagonal of the lattice
+        operator (:meth:`PermutohedralLattice.self_weight`), not 1: it varies with the pixel's position
+        in its simplex (≈ 0.65–1.45 at the default scale).
         """
         b, h, w = self.shape
         sw = self.lattice.self_weight()

@@ -10,13 +10,13 @@ Construction (once per point set, all batched, no loops over points):
 2. Find the enclosing simplex of the lattice ``(D+1)·A*_D``: nearest remainder-0 point, the ranking of
    the residual coordinates, and the ``D+1`` vertices with their barycentric weights.
 3. Hash vertices as packed int64 keys (batch index, lattice coordinates divided by ``D+1`` and the
-   remainder, in mixed radix); ``torch.unique`` gives the vertex list and each point's vertex indices;
+   remainder, in mixed radix); one ``torch.sort`` gives the vertex list and each point's vertex indices;
    the neighbours ``v ± u_j`` along the ``D+1`` lattice directions are found with ``searchsorted``
    (missing neighbours point to an extra all-zero row).
 
-Filtering: splat with ``index_add_`` (weights ``b_r``), blur with ``[1/4, 1/2, 1/4]`` passes along the
+Filtering: splat with a CSR matrix product (weights ``b_r``), blur with ``[1/4, 1/2, 1/4]`` passes along the
 ``D+1`` directions, averaged over the two orders ``0..D`` and ``D..0`` (one order alone is not symmetric on
-a sparse lattice: Adams' filter, and rloss's, are asymmetric by a few %), slice with a gather. Multiplying by :attr:`PermutohedralLattice.norm` restores the scale of
+a sparse lattice: Adams' filter, and rloss's, are asymmetric by a few %), slice with the transposed CSR product. Multiplying by :attr:`PermutohedralLattice.norm` restores the scale of
 the exact transform (Gaussian mass ``(2π)^{D/2}`` over the feature-space volume of one lattice cell),
 times a fitted correction ``SCALE_FIT`` (docs/bilateral.md).
 """
@@ -24,28 +24,17 @@ times a fitted correction ``SCALE_FIT`` (docs/bilateral.md).
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-
+import warnings
 import torch
 
 __all__ = ["PermutohedralLattice", "SCALE_FIT"]
 
-#: global correction of the analytic normalization: 1 / 0.786, the fitted scale of the uncorrected
-#: lattice on CamVid frames at σ_rgb 15 / σ_xy 50 (benchmarks/bilateral.py --calibrate), so that
-#: c_tk ≈ 1 there (docs/bilateral.md).
-SCALE_FIT = 1.0 / 0.786
-
-
-@lru_cache(maxsize=None)
-def _simplex_response(d: int) -> tuple:
-    """Blur response ``g[m]`` between two vertices ``m`` steps apart on one simplex (full lattice).
-
-    On a fully populated lattice the passes commute and the response at offset ``Σ_{j∈A} u_j``
-    (``|A| = m``) is ``Σ_t κ(1+t)^m κ(t)^{D+1-m}``, ``κ = [1/4, 1/2, 1/4]``, i.e.
-    ``(1/4)^m (1/2)^{D+1-m} + (1/2)^m (1/4)^{D+1-m}``. Returns ``D+1`` floats (``m = 0..D``).
-    """
-    q = d + 1
-    return tuple(0.25**m * 0.5 ** (q - m) + 0.5**m * 0.25 ** (q - m) for m in range(q))
+#: global correction of the analytic normalization, per feature dimension D. RGBXY (D = 5): 1 / 0.786,
+#: the fitted scale of the uncorrected lattice on CamVid frames at σ_rgb 15 / σ_xy 50
+#: (benchmarks/bilateral.py --calibrate), so that c_tk ≈ 1 there: the sparse 5-D lattice loses the
+#: mass that the blur sends to unpopulated vertices. Spatial only (D = 2): the lattice is fully
+#: populated and the analytic normalization is already right (1). docs/bilateral.md.
+SCALE_FIT = {5: 1.0 / 0.786}
 
 
 class PermutohedralLattice:
@@ -84,14 +73,19 @@ class PermutohedralLattice:
         # Nearest remainder-0 point and the ranking of residuals.
         rem0 = torch.round(y / q) * q
         s = torch.div(rem0.sum(1), q, rounding_mode="floor").to(torch.int64)  # exact: integers
-        order = torch.argsort(y - rem0, dim=1, descending=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(q, device=dev).expand(n, q).contiguous())
-        rank = rank + s[:, None]
+        # rank_i = #{j: res_j > res_i} + #{j < i: res_j == res_i} (0 = largest; ties by index)
+        res = y - rem0
+        rank = s[:, None].expand(n, q).clone()
+        idx = torch.arange(q, device=dev)
+        for j in range(q):  # loop over the D+1 coordinates
+            rj = res[:, j : j + 1]
+            rank += (rj > res) | ((rj == res) & (idx > j))
         lo = rank < 0
         hi = rank > d
         rank = torch.where(lo, rank + q, torch.where(hi, rank - q, rank))
         rem0 = rem0 + q * lo.to(rem0.dtype) - q * hi.to(rem0.dtype)
+
+        self.rank = rank  # N×q: rank of each elevated coordinate's residual (0 = largest)
 
         # Barycentric weights.
         v = (y - rem0) / q
@@ -101,14 +95,12 @@ class PermutohedralLattice:
         bary[:, 0] += 1.0 + bary[:, q]
         self.bary = bary[:, :q].clamp_min(0.0).contiguous()
 
-        # Vertices of the simplex: key_r = rem0 + (r if rank <= d - r else r - q); keep D coords.
-        rem0_i = rem0.to(torch.int64)[:, :d]
-        rank_d = rank[:, :d]
-        r = torch.arange(q, device=dev).view(1, q, 1)
-        keys = rem0_i[:, None, :] + torch.where(rank_d[:, None, :] <= d - r, r, r - q)  # N×q×d
-        kq = torch.div(keys - r, q, rounding_mode="floor")  # N×q×d, exact division
-        kmin = kq.amin(dim=(0, 1)) - 1
-        kmax = kq.amax(dim=(0, 1)) + 1
+        # Vertex r of the simplex: key_r = rem0 + (r if rank <= d - r else r - q) (all coordinates
+        # ≡ r mod q). Packed as ((b·R_0 + k_0)·R_1 + k_1)…·q + r with k_i = key_i div q - kmin_i,
+        # where key_i div q = rem0_i/q - [rank_i > d - r]. Only the first D coordinates are kept.
+        base_q = torch.div(rem0[:, :d], q, rounding_mode="floor").to(torch.int64)  # N×d
+        kmin = base_q.amin(dim=0) - 2  # one below the smallest vertex, one for neighbours
+        kmax = base_q.amax(dim=0) + 1
         radix = (kmax - kmin + 1).tolist()
         nb = int(batch_id.max().item()) + 1 if n > 0 else 1
         total = nb * q
@@ -118,7 +110,6 @@ class PermutohedralLattice:
             raise ValueError(
                 "permutohedral lattice keys overflow int64: bandwidths too small for this image size"
             )
-        # strides: enc = ((b·R0 + k0)·R1 + k1)…·q + r
         strides = []
         acc = q
         for rr in reversed(radix):
@@ -126,15 +117,24 @@ class PermutohedralLattice:
             acc *= rr
         strides = list(reversed(strides))  # stride of coordinate i
         bstride = acc
-        st = torch.tensor(strides, dtype=torch.int64, device=dev)
-        enc = (
-            batch_id.to(torch.int64)[:, None] * bstride
-            + ((kq - kmin) * st).sum(-1)
-            + r.view(1, q)
-        )  # N×q
-        uniq, inv = torch.unique(enc.reshape(-1), sorted=True, return_inverse=True)
+        st = torch.tensor(strides + [0], dtype=torch.int64, device=dev)  # coordinate d: not stored
+        base = batch_id.to(torch.int64) * bstride + ((base_q - kmin) * st[:d]).sum(-1)  # N
+        by_rank = torch.zeros(n, q, dtype=torch.int64, device=dev)
+        by_rank.scatter_(1, rank, st.expand(n, q))  # [n, k] = stride of the coordinate of rank k
+        # suffix[n, r] = Σ_{k > d - r} by_rank[n, k]
+        suffix = torch.cumsum(by_rank.flip(1), 1)
+        suffix = torch.cat([torch.zeros(n, 1, dtype=torch.int64, device=dev), suffix[:, :d]], 1)
+        enc = base[:, None] - suffix + idx[None, :]  # N×q
+        # One sort gives the vertex list, each point's vertex indices and the splat CSR layout.
+        sorted_enc, perm = torch.sort(enc.reshape(-1))
+        first = torch.ones_like(sorted_enc, dtype=torch.bool)
+        first[1:] = sorted_enc[1:] != sorted_enc[:-1]
+        uniq = sorted_enc[first]
         m = uniq.numel()
         self.num_vertices = m
+        ids = torch.cumsum(first.to(torch.int64), 0) - 1
+        inv = torch.empty_like(ids)
+        inv[perm] = ids
         self.vert = inv.view(n, q)
 
         # Neighbours along +u_j (u_j = 1 - q e_j): linear in the packed key, with a carry when r = d.
@@ -154,30 +154,40 @@ class PermutohedralLattice:
         self.nbr_plus = nbr_plus
         self.nbr_minus = nbr_minus
         vol = q ** (d - 0.5) / inv_std**d
-        self.norm = SCALE_FIT * (2.0 * math.pi) ** (d / 2.0) / vol
-        self._bary_cache: dict = {}
+        self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
+        # Splat / slice as CSR matrices (fastest on CPU and CUDA): splat (M+1)×N, slice N×(M+1).
+        self._splat_crow = torch.full((m + 2,), n * q, dtype=torch.int64, device=dev)
+        self._splat_crow[:m] = torch.nonzero(first, as_tuple=False).squeeze(1)
+        self._splat_col = torch.div(perm, q, rounding_mode="floor")
+        self._splat_perm = perm
+        self._slice_crow = torch.arange(0, n * q + 1, q, dtype=torch.int64, device=dev)
+        self._mats: dict = {}
 
-    def _weights(self, dtype: torch.dtype) -> torch.Tensor:
-        w = self._bary_cache.get(dtype)
-        if w is None:
-            w = self.bary.to(dtype)
-            self._bary_cache[dtype] = w
-        return w
+    @staticmethod
+    def _csr(crow, col, val, size) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+
+    def _matrices(self, dtype: torch.dtype):
+        """Cached ``(splat (M+1)×N, slice N×(M+1))`` CSR matrices of ``dtype``."""
+        mats = self._mats.get(dtype)
+        if mats is None:
+            n, q = self.vert.shape
+            m = self.num_vertices
+            w = self.bary.to(dtype).reshape(-1)
+            splat = self._csr(self._splat_crow, self._splat_col, w[self._splat_perm], (m + 1, n))
+            slc = self._csr(self._slice_crow, self.vert.reshape(-1), w, (n, m + 1))
+            mats = (splat, slc)
+            self._mats[dtype] = mats
+        return mats
 
     def filter(self, rows: torch.Tensor) -> torch.Tensor:
         """Gaussian transform of ``N×C`` values (float32/float64): returns ``N×C``, same dtype."""
-        n, c = rows.shape
-        q = self.d + 1
-        m = self.num_vertices
-        bw = self._weights(rows.dtype)
-        lat = torch.zeros(m + 1, c, dtype=rows.dtype, device=rows.device)
-        for r in range(q):  # splat: one index_add per simplex vertex
-            lat.index_add_(0, self.vert[:, r], rows * bw[:, r : r + 1])
+        splat, slc = self._matrices(rows.dtype)
+        lat = splat @ rows  # (M+1)×C, last row 0
         lat = self._blur(lat)
-        out = lat[self.vert[:, 0]] * bw[:, 0:1]
-        for r in range(1, q):  # slice
-            out += lat[self.vert[:, r]] * bw[:, r : r + 1]
-        return out * self.norm
+        return (slc @ lat) * self.norm
 
     def _blur(self, lat: torch.Tensor) -> torch.Tensor:
         """Symmetrized blur ``½(B_0…B_D + B_D…B_0)``, ``B_j = [1/4, 1/2, 1/4]`` along ``u_j``.
@@ -186,18 +196,56 @@ class PermutohedralLattice:
         neighbour relation is), so the average of the two orders is symmetric.
         """
         q = self.d + 1
-        fwd = lat
-        for j in range(q):
-            fwd = 0.5 * fwd + 0.25 * (fwd[self.nbr_plus[j]] + fwd[self.nbr_minus[j]])
-        bwd = lat
-        for j in range(q - 1, -1, -1):
-            bwd = 0.5 * bwd + 0.25 * (bwd[self.nbr_plus[j]] + bwd[self.nbr_minus[j]])
-        return 0.5 * (fwd + bwd)
+        out = None
+        for order in (range(q), range(q - 1, -1, -1)):
+            v = lat
+            for j in order:
+                t = torch.index_select(v, 0, self.nbr_plus[j])
+                t.add_(torch.index_select(v, 0, self.nbr_minus[j])).mul_(0.25)
+                v = t.add_(v, alpha=0.5)
+            out = v if out is None else out.add_(v)
+        return out.mul_(0.5)
 
     def self_weight(self) -> torch.Tensor:
-        """``N`` float64: analytic self-weight ``norm·Σ_{r,r'} b_r b_r' g(|r-r'|)`` (full lattice)."""
-        g = torch.tensor(_simplex_response(self.d), dtype=torch.float64, device=self.bary.device)
+        """``N`` float64: the exact diagonal ``W̃_pp`` of this lattice operator.
+
+        ``W̃_pp = norm · Σ_{r,r'} b_r b_r' G[v_r, v_r']`` with ``G`` the symmetrized blur. With one
+        ``[1/4, 1/2, 1/4]`` pass per direction, ``G[v_r, v_r']`` (two vertices of one simplex) is the
+        sum over the two (three if ``r = r'``) lattice paths ``n ∈ {-1, 0, 1}^{D+1}``,
+        ``Σ_j n_j u_j = v_r - v_r'``, of ``(1/4)^{#moves} (1/2)^{#stays}``, counted only if every
+        intermediate vertex exists (the blur drops mass sent to unpopulated vertices), averaged over
+        the two pass orders. Paths are walked with the neighbour tables: ``O((D+1)^3)`` gathers of
+        length ``N``; computed on demand.
+        """
         q = self.d + 1
-        idx = torch.arange(q, device=self.bary.device)
-        gm = g[(idx[:, None] - idx[None, :]).abs()]  # q×q
-        return self.norm * torch.einsum("nr,rs,ns->n", self.bary, gm, self.bary)
+        m = self.num_vertices
+        n = self.vert.shape[0]
+        total = torch.zeros(n, dtype=torch.float64, device=self.vert.device)
+        orders = [list(range(q)), list(range(q - 1, -1, -1))]
+
+        def walk(start: torch.Tensor, steps: torch.Tensor, order) -> torch.Tensor:
+            x = start
+            for j in order:
+                s_j = steps[:, j]
+                x = torch.where(s_j > 0, self.nbr_plus[j][x], torch.where(s_j < 0, self.nbr_minus[j][x], x))
+            return x != m
+
+        for rs in range(q):
+            for rt in range(q):
+                lo, hi = sorted((rs, rt))
+                # v_rt - v_rs = sign · Σ_{j: d-hi < rank_j <= d-lo} u_j
+                in_a = (self.rank > self.d - hi) & (self.rank <= self.d - lo)
+                sign = 1 if rt > rs else -1
+                cnt = int(hi - lo)
+                paths = [(sign * in_a.to(torch.int64), 0.25**cnt * 0.5 ** (q - cnt)),
+                         (-sign * (~in_a).to(torch.int64), 0.5**cnt * 0.25 ** (q - cnt))]
+                if rs == rt:  # A empty: stay everywhere (always exists), or go round (+1 or -1 on all)
+                    paths = [(torch.ones_like(self.rank), 0.25**q), (-torch.ones_like(self.rank), 0.25**q)]
+                    contrib = torch.full((n,), 0.5**q, dtype=torch.float64, device=total.device)
+                else:
+                    contrib = torch.zeros(n, dtype=torch.float64, device=total.device)
+                for steps, wgt in paths:
+                    for order in orders:
+                        contrib += 0.5 * wgt * walk(self.vert[:, rs], steps, order).to(torch.float64)
+                total += self.bary[:, rs] * self.bary[:, rt] * contrib
+        return self.norm * total
