@@ -152,48 +152,51 @@ class GridCRFLoss(TrainingLoss):
 
 class DenseCRFFamily(TrainingLoss):
     """``densecrf`` / ``ncut`` / ``kernelcut``: pCE + λ R(σ) with the bilateral filter library
-    (:mod:`wsss.losses.densecrf`; its functions return batch sums). ``options`` are passed through
-    to the loss function as keyword arguments (bandwidths, scale, γ, ...; defaults are its own)."""
+    (:func:`wsss.losses.densecrf.densecrf_loss` / ``ncut_loss`` / ``kernelcut_loss``, which return batch
+    sums). ``options`` are passed through as keyword arguments (``sigma_rgb``, ``sigma_xy``, ``scale``,
+    ``gamma``, ``exact``, ...; defaults are that module's: rloss's recommended σ_rgb 15, σ_xy 100,
+    scale 0.5). Default λ: :func:`default_dense_weight`."""
 
     def __init__(self, name: str, lam: float | None = None, **options: Any):
         self.name = name
-        self.lam = lam
+        self.lam = float(lam) if lam is not None else default_dense_weight(name)
         self.extra = dict(options)
+        fn = self._fn()
+        params = inspect.signature(fn).parameters
+        unknown = sorted(k for k in self.extra if k not in params or k in ("probs", "image", "valid", "reduction"))
+        if unknown:
+            allowed = [k for k in params if k not in ("probs", "image", "valid", "reduction")]
+            raise UserError(f"--crf-option {unknown[0]}: not an option of --loss {name}. Known: {', '.join(allowed)}.")
 
     def _fn(self):
-        try:
-            from wsss.losses import densecrf
-        except ModuleNotFoundError as exc:  # pragma: no cover - the module ships with wsss
-            raise UserError(f"--loss {self.name}: wsss.losses.densecrf is not available in this install.") from exc
+        from wsss.losses import densecrf
+
         return getattr(densecrf, f"{self.name}_loss")
 
     def terms(self, logits, batch):
-        fn = self._fn()
-        kwargs = dict(self.extra)
-        params = inspect.signature(fn).parameters
-        if "valid" in params:
-            kwargs["valid"] = batch.valid
         probs = torch.softmax(logits.float(), dim=1)
-        reg = fn(probs, batch.image.float(), **kwargs)
-        lam = self.lam if self.lam is not None else default_dense_weight(self.name)
-        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid), "crf": lam * reg}
+        reg = self._fn()(probs, batch.image.float(), batch.valid[:, None], **self.extra)
+        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid), "crf": self.lam * reg}
 
     def options(self):
-        return {"lam": self.lam if self.lam is not None else default_dense_weight(self.name), **self.extra}
+        return {"lam": self.lam, **self.extra}
+
+
+#: Default λ of ``ncut`` (toolkit estimate, untuned): the DenseCRF weight times a typical ``dᵀS^k``
+#: (≈ 6e7 for a 513² crop at scale 0.5, σ_xy 50 / σ_rgb 15 at that scale: degree ≈ 3·10³, segment
+#: ≈ 2·10⁴ px), so that the per-pixel gradients of both terms have similar size.
+NCUT_WEIGHT = 4.5e3
 
 
 def default_dense_weight(name: str) -> float:
-    """Default λ of the dense losses: the module's documented default if it defines one
-    (``DEFAULT_WEIGHTS[name]`` or ``DEFAULT_<NAME>_WEIGHT``), else 1."""
-    try:
-        from wsss.losses import densecrf
-    except ModuleNotFoundError:  # pragma: no cover
-        return 1.0
-    table = getattr(densecrf, "DEFAULT_WEIGHTS", None)
-    if isinstance(table, dict) and name in table:
-        return float(table[name])
-    value = getattr(densecrf, f"DEFAULT_{name.upper()}_WEIGHT", None)
-    return float(value) if value is not None else 1.0
+    """Default λ of the dense losses: ``densecrf`` and ``kernelcut`` (whose first term is R_CRF):
+    :data:`wsss.losses.densecrf.DENSECRF_WEIGHT` (calibrated to rloss's recommended setting, ≈ 7.5e-5);
+    ``ncut``: :data:`NCUT_WEIGHT`."""
+    from wsss.losses import densecrf
+
+    if name == "ncut":
+        return NCUT_WEIGHT
+    return float(getattr(densecrf, f"{name.upper()}_WEIGHT", densecrf.DENSECRF_WEIGHT))
 
 
 class SelfLabelingLoss(TrainingLoss):
