@@ -27,11 +27,9 @@ def register(app: typer.Typer) -> None:
             help="Mark pixels within this many px of a class boundary as 255 (ignore), like VOC's void band. 0 = off.",
         ),
     ) -> None:
-        """Generate the procedural demo dataset: textured shapes (one shape family per class) with
-        overlapping colours on cluttered gradient backgrounds, with dense masks.
+        """Generate the procedural demo dataset: textured shapes (one shape family per class) with overlapping colours on cluttered gradient backgrounds, with dense masks.
 
-        Defaults (64 train / 32 val images of 96×96, 5 classes) train to a useful mIoU in minutes
-        on a 2-core CPU. The same --seed gives byte-identical files.
+        Defaults (64 train / 32 val images of 96×96, 5 classes) train to a useful mIoU in minutes on a 2-core CPU. The same --seed gives byte-identical files; --train N gives the first N images of any larger --train.
         """
         from wsss.data.demo import generate_demo
 
