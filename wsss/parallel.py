@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -100,12 +101,11 @@ _worker_fn: ImageFn | None = None
 def _worker_init(fn: ImageFn) -> None:
     global _worker_fn
     _worker_fn = fn
-    try:
-        import torch
-
+    # One thread per worker so N workers use N cores; only if torch is already loaded (fork
+    # inherits it), since importing torch just for this costs seconds per worker.
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
 
 
 def _worker_call(image_id: str):

@@ -38,7 +38,9 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     ]
-    with Progress(*columns, console=console, transient=False) as progress:
+    # Outside a terminal (CI logs, pipes) draw nothing: rich would print one final frame per
+    # bar, interleaved with results and error lines.
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str | None = None) -> None:
