@@ -114,9 +114,9 @@ def test_lattice_matches_exact(sigma_xy, sigma_rgb, tol_raw, tol_fit):
 
 
 # Spec two-part check (regularized-losses.md, "Toolkit requirements"): true scale, then fitted ĉ.
-# Measured raw / fitted / ĉ: see docs/bilateral.md; asserted with margins below.
+# Measured (astronaut crop): raw 0.07–0.12, fitted 0.06–0.10, ĉ 0.92–0.98; asserted with margins.
 @pytest.mark.parametrize("size", [32, 64])
-@pytest.mark.parametrize("sigma_xy,sigma_rgb,tol_raw", [(50.0, 15.0, 0.30), (10.0, 5.0, 0.35)])
+@pytest.mark.parametrize("sigma_xy,sigma_rgb,tol_raw", [(50.0, 15.0, 0.2), (10.0, 5.0, 0.2)])
 def test_lattice_spec_two_part_check(size, sigma_xy, sigma_rgb, tol_raw):
     x = _maps(1, 21, size, size, seed=7)
     img = _crop(data.astronaut(), 60, 160, size)
@@ -125,7 +125,7 @@ def test_lattice_spec_two_part_check(size, sigma_xy, sigma_rgb, tol_raw):
     assert _rel(out, ref) <= tol_raw
     c, fit = _fit(out, ref)
     assert fit <= 0.2
-    assert abs(c - C_TK) <= 0.3
+    assert abs(c - C_TK) <= 0.15
 
 
 def test_lattice_materialized_is_symmetric_and_self_weight_exact():

@@ -99,6 +99,16 @@ class PermutohedralLattice:
         # ≡ r mod q). Packed as ((b·R_0 + k_0)·R_1 + k_1)…·q + r with k_i = key_i div q - kmin_i,
         # where key_i div q = rem0_i/q - [rank_i > d - r]. Only the first D coordinates are kept.
         base_q = torch.div(rem0[:, :d], q, rounding_mode="floor").to(torch.int64)  # N×d
+        # Compress each coordinate: gaps > 4 between occupied values shrink to 4. Vertex and
+        # neighbour coordinates stay within [v-2, v+1] of an occupied value v, so no equality
+        # between keys changes, while the radix stays ≤ 4·(#distinct values) (tiny bandwidths).
+        cols = []
+        for i in range(d):  # loop over the D coordinates
+            u, inv_i = torch.unique(base_q[:, i], return_inverse=True)
+            pos = torch.zeros_like(u)
+            pos[1:] = torch.cumsum((u[1:] - u[:-1]).clamp_max(4), 0)
+            cols.append(pos[inv_i])
+        base_q = torch.stack(cols, 1)
         kmin = base_q.amin(dim=0) - 2  # one below the smallest vertex, one for neighbours
         kmax = base_q.amax(dim=0) + 1
         radix = (kmax - kmin + 1).tolist()
@@ -108,7 +118,8 @@ class PermutohedralLattice:
             total *= rr
         if total >= 2**62:
             raise ValueError(
-                "permutohedral lattice keys overflow int64: bandwidths too small for this image size"
+                "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
+                "use larger sigma_xy / sigma_rgb or the exact DenseGaussianFilter"
             )
         strides = []
         acc = q
