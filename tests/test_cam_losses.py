@@ -285,6 +285,9 @@ def test_fsl_gate_background_channel():
     s.requires_grad_(True)
     fsl_gate(s, y)[:, 0].sum().backward()                             # background channel has gradient
     assert s.grad.abs().sum() > 0
+    gb = fsl_gate(s.detach(), y, gate="b")
+    b = torch.sigmoid(s.detach()) * y[:, :, None, None]
+    assert torch.allclose(gb[:, 1:], b) and torch.allclose(gb[:, 0], 1 - b.amax(dim=1))
     sm = _scores(b=1, k=4)
     assert torch.allclose(fsl_gate(sm, y, gate="a", posterior="multinomial"), torch.softmax(sm, 1))
     with pytest.raises(UserError):
