@@ -351,7 +351,8 @@ def feature_similarity_loss(gate: Tensor, image: Tensor, mu: float = FSL_MU, sig
     ``Q = (D − A) r`` is computed without autograd and the loss is returned as
     ``−(2⟨r, Q⟩ − ⟨r̄, Q⟩)/(B·h·w)`` (``r̄`` detached), whose value and first derivative are exact
     (no second derivatives).
-    Memory: exact ``O(B·h·w·chunk)`` with a ~4 M-entry chunk; windowed ``O(B·K·h·w)``.
+    Memory: exact ~4 M pair entries at a time (blocks of grid rows) plus ``O(B·K·h·w)``; windowed
+    ``O(B·K·h·w)``. Time: exact ``O(B·(h·w)²)``, windowed ``O(B·K·h·w·R²)``.
     """
     if gate.dim() != 4 or image.dim() != 4 or image.shape[0] != gate.shape[0] or image.shape[2:] != gate.shape[2:]:
         raise ValueError(f"gate must be B×K×h×w and image B×3×h×w on the same grid, got {tuple(gate.shape)} and {tuple(image.shape)}")
