@@ -25,7 +25,6 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-
 def _batch(b=2, size=32, seed=0):
     rng = np.random.default_rng(seed)
     images, masks, seeds = zip(*(_image(rng, size) for _ in range(b)))

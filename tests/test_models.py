@@ -20,7 +20,6 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-
 @pytest.mark.parametrize("backbone,os_,width", [("mobilenet_v2", 16, 0.25), ("mobilenet_v2", 8, 0.25),
                                                ("resnet50", 16, 1.0), ("resnet50", 8, 1.0)])
 def test_shapes_and_output_stride(backbone, os_, width):

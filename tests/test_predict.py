@@ -22,7 +22,6 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-
 class PixelModel(nn.Module):
     """A per-pixel model (1×1 conv): equivariant to flips, and to resizing up to interpolation."""
 

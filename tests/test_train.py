@@ -26,7 +26,6 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     return make_toy_data(tmp_path_factory.mktemp("toy"), n_train=4, n_val=2, size=48)
@@ -115,6 +114,30 @@ def test_resume_reproduces_uninterrupted_run(toy, tmp_path):
     la = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+def test_pseudolabels_soft_targets_reach_the_loss(toy, tmp_path):
+    from wsss.artifacts import ArtifactWriter
+    from wsss.data import open_dataset
+
+    root, _ = toy
+    ds = open_dataset(root, split="train")
+    path = tmp_path / "pseudo.h5"
+    with ArtifactWriter(path, "pseudolabels", classes=ds.classes, config={}, dataset=ds.describe()) as w:
+        for i in ds.ids:
+            mask = ds.load_mask(i)
+            probs = np.eye(3, dtype=np.float32)[mask].transpose(2, 0, 1) * 0.7 + 0.1
+            w.write(i, {"probs": probs.astype(np.float16), "label": mask})
+        w.commit()
+    seen = []
+    run = train(TrainConfig(out=str(tmp_path / "run"), loss="pseudo", pseudolabels=str(path), epochs=1,
+                            **{**TINY, "scale_min": 1.0, "scale_max": 1.0, "crop_size": 56}),
+                on_step=seen.append)
+    assert set(seen[0]["terms"]) == {"ce"}
+    # soft targets 0.8/0.1/0.1 bound the CE from below by their entropy (image fully inside the crop)
+    entropy = -(0.8 * np.log(0.8) + 2 * 0.1 * np.log(0.1))
+    assert all(r["loss"] >= entropy for r in seen)
+    assert json.loads((run / "config.json").read_text())["inputs"][0]["kind"] == "pseudolabels"
 
 
 def test_cli_train_and_errors(toy, tmp_path):

@@ -347,6 +347,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                 "kind": "epoch", "epoch": epoch + 1, "step": step, "warmup": warm,
                 "loss": sums.pop("loss", 0.0) / n_steps, "terms": {k: v / n_steps for k, v in sums.items()},
                 "images_per_s": images_seen / max(time.perf_counter() - t_epoch, 1e-9),
+                "seconds": time.perf_counter() - t_epoch,
             }
             if val_loader is not None:
                 epoch_rec["val"] = evaluate(core, val_loader, dataset.num_classes, device)
