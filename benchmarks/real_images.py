@@ -1,0 +1,790 @@
+#!/usr/bin/env python3
+"""Real-image results: every scribble, click and block method of wsss on one dataset, one table.
+
+Usage::
+
+    python benchmarks/real_images.py DATA OUT [--device cpu|cuda] [--quick] [--methods pce,collision]
+        [--annotations scribbles,clicks] [--tables main,robustness] [--budget-minutes 20] [--epochs N]
+        [--crop-size N] [--backbone NAME] [--batch-size N] [--seed 0] [--search [--search-grid main]]
+        [--tuned] [--update-doc docs/results.md]
+
+DATA is a dataset with dense train and val masks in the generic layout (``DATA/train/images``,
+``DATA/train/masks``, ``DATA/val/...``, ``DATA/classes.txt``), e.g. the CamVid test bed. Everything
+the script makes goes under OUT:
+
+    OUT/seeds/<annotation>.h5              weak annotations generated from the train masks
+    OUT/runs/<method>@<annotation>/        one folder per table cell:
+        train/                             the run directory of ``wsss train`` (config.json, last.pt, ...)
+        status.json                        state (running / done / budget), training seconds, settings
+        val.h5, val.metrics.json           predictions on val and their evaluation
+        val.crf.metrics.json               the same after DenseCRF post-processing
+    OUT/results.json, OUT/results.md       the tables (rebuilt from every finished run on each call)
+    OUT/search/..., OUT/search.json, OUT/search.md   with --search
+
+Annotations (all generated from the train masks with :mod:`wsss.stages.prepare`, seed ``--seed``):
+
+- ``scribbles``: ``prepare-scribbles`` skeleton scribbles, length ratio 1.0, 3 px wide;
+- ``scribbles-0.3``: the same shortened to the centred 30 % of each scribble;
+- ``clicks``: ``prepare-scribbles --length-ratio 0`` (each scribble shrinks to its middle point,
+  drawn 3 px wide; objects under 16 px get a point) — the papers' "length ratio 0";
+- ``blocks``: ``prepare-blocks`` (32 px blocks, half of them kept with their dense labels).
+
+Methods (``wsss train --loss ...`` with the spec defaults unless ``--tuned``):
+``full`` (dense masks, the upper bound), ``pce``, ``gridcrf``, ``densecrf``, ``ncut``, ``kernelcut``,
+``collision`` (soft self-labeling), ``collision-hard`` (``--hard``), ``proposals`` (offline: the pce
+model predicts on train → ``solve`` → ``train --loss pseudo``) and ``solver`` (``solve --init uniform``
+from the seeds alone, no network: its row is the pseudo-label mIoU on **train**).
+
+Every training run gets the same schedule (backbone, crop, batch, epochs); ``--budget-minutes`` caps the
+training time of one run (measured across invocations): a run over the cap stops after the epoch in
+progress, is evaluated from its last checkpoint and is flagged in the table. Finished runs are skipped;
+an interrupted run resumes from its last epoch (``train --resume``) and interrupted artifacts from their
+partial file (``--resume`` of the per-image stages), so the tables can be built over several calls.
+
+mIoU, pixel accuracy, per-class IoU and boundary F are fractions in [0, 1] in ``results.json`` (as
+``wsss eval`` writes them) and percentages in ``results.md``. Deterministic given ``--seed`` (except
+the time-capped runs, whose stopping epoch depends on the machine's speed; the table says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: The table's methods, in order (see the module docstring).
+METHODS = ("full", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver")
+#: Robustness table: these methods on every annotation.
+ROBUST_METHODS = ("pce", "densecrf", "collision")
+ANNOTATIONS = ("scribbles", "scribbles-0.3", "clicks", "blocks")
+ANNOTATION_HELP = {
+    "scribbles": "prepare-scribbles, length ratio 1.0 (3 px)",
+    "scribbles-0.3": "prepare-scribbles --length-ratio 0.3",
+    "clicks": "prepare-scribbles --length-ratio 0 (one 3 px click per scribble)",
+    "blocks": "prepare-blocks (32 px blocks, keep 0.5)",
+}
+TABLES = ("main", "robustness")
+
+#: Budgets. ``cpu``: fits a 2-core CPU in ≤ 20 min per run (see docs/results.md for the estimate);
+#: ``cuda``: one GPU; ``quick``: a smoke test (seconds per run), never a result.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(backbone="mobilenet_v2", width_mult=0.5, head_channels=64, crop_size=128, batch_size=8,
+                epochs=8, budget_minutes=20.0, solver_steps=None, limit_train=None, limit_val=None),
+    "cuda": dict(backbone="resnet50", width_mult=1.0, head_channels=256, crop_size=240, batch_size=12,
+                 epochs=60, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
+    "quick": dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,
+                  epochs=1, budget_minutes=2.0, solver_steps=5, limit_train=6, limit_val=3),
+}
+QUICK_METHODS = ("pce", "collision")
+
+#: Evaluation CRF (``wsss eval --crf``): DeepLab's Gaussian kernel; the bilateral kernel narrowed for
+#: 240×180 images as measured in docs/metrics.md ("Small images": sxy 50, compat 5 keeps 92 % of an
+#: ideal input, the VOC defaults 58 %).
+CRF_BI_SXY = 50.0
+CRF_BI_COMPAT = 5.0
+
+
+def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
+    """``grid name → method → {parameter: 3 values}``: an equal, small search per method.
+
+    ``main``: the weight of the method's regularizer (λ; η for self-labeling), a factor 3 around the
+    toolkit default; ``bandwidth``: the colour bandwidth; ``warmup``: the pCE warm-up as a fraction of
+    the epochs (self-labeling only: the paper's length is unknown).
+    """
+    from wsss.losses.registry import default_dense_weight
+
+    def around(x: float) -> list[float]:
+        return [x / 3.0, x, x * 3.0]
+
+    return {
+        "main": {
+            "gridcrf": {"lam": [2.0, 6.0, 18.0]},
+            "densecrf": {"lam": around(default_dense_weight("densecrf"))},
+            "ncut": {"lam": around(default_dense_weight("ncut"))},
+            "kernelcut": {"lam": around(default_dense_weight("kernelcut"))},
+            "collision": {"eta": [0.1, 0.3, 1.0]},
+            "collision-hard": {"eta": [0.1, 0.3, 1.0]},
+        },
+        "bandwidth": {
+            "gridcrf": {"bandwidth": [5.0, 9.0, 15.0]},
+            "densecrf": {"sigma_rgb": [8.0, 15.0, 30.0]},
+            "ncut": {"sigma_rgb": [8.0, 15.0, 30.0]},
+            "kernelcut": {"sigma_rgb": [8.0, 15.0, 30.0]},
+            "collision": {"bandwidth": [5.0, 9.0, 15.0]},
+            "collision-hard": {"bandwidth": [5.0, 9.0, 15.0]},
+        },
+        "warmup": {
+            "collision": {"warmup_fraction": [0.0, 0.2, 0.4]},
+            "collision-hard": {"warmup_fraction": [0.0, 0.2, 0.4]},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def log(message: str) -> None:
+    stamp = _dt.datetime.now().strftime("%H:%M:%S")
+    print(f"[real_images {stamp}] {message}", flush=True)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_json(path: Path, value: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class BudgetExceeded(Exception):
+    """Raised from the epoch callback when a run has used its training-time budget."""
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    import wsss
+
+    info: dict[str, Any] = {
+        "host_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+        "python": platform.python_version(), "torch": torch.__version__, "wsss": wsss.__version__,
+        "cpu": platform.processor() or platform.machine(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        root = Path(__file__).resolve().parent.parent
+        info["git_commit"] = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+
+
+@dataclasses.dataclass
+class Settings:
+    data: Path
+    out: Path
+    device: str
+    preset: str
+    backbone: str
+    width_mult: float
+    head_channels: int
+    crop_size: int
+    batch_size: int
+    epochs: int
+    budget_minutes: float
+    solver_steps: int | None
+    limit_train: int | None
+    limit_val: int | None
+    seed: int
+    workers: int
+    crf_bi_sxy: float
+    crf_bi_compat: float
+    tuned: bool
+
+    def schedule(self) -> dict[str, Any]:
+        """What every training run shares (the table header)."""
+        return {"backbone": self.backbone, "width_mult": self.width_mult, "head_channels": self.head_channels,
+                "crop_size": self.crop_size, "batch_size": self.batch_size, "epochs": self.epochs,
+                "budget_minutes": self.budget_minutes, "solver_steps": self.solver_steps, "seed": self.seed,
+                "device": self.device, "weights": None}
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    preset = "quick" if args.quick else ("cuda" if args.device.startswith("cuda") else "cpu")
+    p = dict(PRESETS[preset])
+    for key in ("backbone", "width_mult", "head_channels", "crop_size", "batch_size", "epochs", "budget_minutes",
+                "solver_steps", "limit_train", "limit_val"):
+        value = getattr(args, key, None)
+        if value is not None:
+            p[key] = value
+    return Settings(data=Path(args.data), out=Path(args.out), device=args.device, preset=preset, seed=args.seed,
+                    workers=args.workers, crf_bi_sxy=args.crf_bi_sxy, crf_bi_compat=args.crf_bi_compat,
+                    tuned=args.tuned, **p)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def dataset_root(s: Settings) -> Path:
+    """DATA itself, or (with a limit on the images) OUT/data: the first N images per split, linked."""
+    from wsss.data import open_dataset
+
+    if s.limit_train is None and s.limit_val is None:
+        return s.data
+    root = s.out / "data"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    for split, limit in (("train", s.limit_train), ("val", s.limit_val)):
+        ds = open_dataset(s.data, layout="generic", split=split)
+        ids = list(ds.ids)[: limit] if limit is not None else list(ds.ids)
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for image_id in ids:
+            image = Path(ds.image_path(image_id)).resolve()
+            mask = Path(ds.mask_path(image_id)).resolve()
+            os.symlink(image, root / split / "images" / image.name)
+            os.symlink(mask, root / split / "masks" / mask.name)
+    classes = s.data / "classes.txt"
+    if classes.exists():
+        shutil.copyfile(classes, root / "classes.txt")
+    done.write_text("")
+    log(f"image subset: {s.limit_train} train / {s.limit_val} val images of {s.data} linked into {root}")
+    return root
+
+
+def prepare_seeds(s: Settings, data: Path, annotation: str) -> Path:
+    from wsss.stages import prepare
+
+    path = s.out / "seeds" / f"{annotation}.h5"
+    if path.exists():
+        log(f"skip prepare {annotation}: {path} exists")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"prepare {annotation} ({ANNOTATION_HELP[annotation]}) → {path}")
+    common = dict(layout="generic", split="train", seed=s.seed, workers=s.workers, resume=True)
+    if annotation == "blocks":
+        prepare.run_blocks(data, path, **common)
+    else:
+        ratio = {"scribbles": 1.0, "scribbles-0.3": 0.3, "clicks": 0.0}[annotation]
+        prepare.run_scribbles(data, path, length_ratio=ratio, **common)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# methods
+
+
+def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], int | None]:
+    """``(loss name, loss_options, warmup_epochs or None)`` of a network method with ``overrides``
+    (search parameters: lam, eta, bandwidth, sigma_rgb, warmup_fraction)."""
+    o = dict(overrides or {})
+    warmup = None
+    if "warmup_fraction" in o:
+        warmup = int(round(float(o.pop("warmup_fraction")) * s.epochs))
+    if method in ("full", "pce"):
+        loss, opts = method, {}
+    elif method == "gridcrf":
+        loss, opts = "gridcrf", {k: o.pop(k) for k in ("lam", "bandwidth") if k in o}
+    elif method in ("densecrf", "ncut", "kernelcut"):
+        opts = {"dense": {k: o.pop(k) for k in ("sigma_rgb",) if k in o}}
+        if "lam" in o:
+            opts["lam"] = o.pop("lam")
+        loss = method
+    elif method in ("collision", "collision-hard"):
+        solver = {k: o.pop(k) for k in ("eta", "lam", "bandwidth") if k in o}
+        if s.solver_steps is not None:
+            solver["steps"] = s.solver_steps
+        loss, opts = "collision", {"solver": solver, "hard": method == "collision-hard"}
+    elif method == "proposals":
+        loss, opts = "pseudo", {}
+    else:
+        raise ValueError(method)
+    if o:
+        raise SystemExit(f"search parameter(s) {sorted(o)} do not apply to {method}")
+    return loss, opts, warmup
+
+
+def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any], warmup: int | None,
+                 seeds: Path | None = None, pseudolabels: Path | None = None):
+    from wsss.training.loop import TrainConfig
+
+    return TrainConfig(
+        out=str(run_dir / "train"), loss=loss, loss_options=options,
+        seeds=str(seeds) if seeds is not None else None,
+        pseudolabels=str(pseudolabels) if pseudolabels is not None else None,
+        backbone=s.backbone, width_mult=s.width_mult, head_channels=s.head_channels, epochs=s.epochs,
+        batch_size=s.batch_size, crop_size=s.crop_size, warmup_epochs=warmup, seed=s.seed, device=s.device,
+        workers=0, log_every=10, progress=sys.stderr.isatty(),
+        command=f"benchmarks/real_images.py ({run_dir.name})",
+    )
+
+
+def comparable(cfg) -> dict[str, Any]:
+    """The settings that define a run (what must match for a finished run to be reused)."""
+    from wsss.training.loop import RESUME_FREE
+
+    d = dataclasses.asdict(cfg)
+    return json.loads(json.dumps({k: v for k, v in d.items() if k not in RESUME_FREE and k != "out"}, default=str))
+
+
+def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir/train`` unless already finished; resume an interrupted run.
+    Returns the status record (state, train_seconds, epochs_done)."""
+    from wsss.training.loop import train
+
+    status_path = run_dir / "status.json"
+    status = read_json(status_path) if status_path.exists() else None
+    want = comparable(cfg)
+    budget_s = s.budget_minutes * 60.0
+    if status is not None and status.get("train_config") != want:
+        diff = sorted(k for k in set(want) | set(status.get("train_config", {}))
+                      if want.get(k) != status.get("train_config", {}).get(k))
+        raise SystemExit(f"{run_dir}: was trained with other settings ({', '.join(diff)}). Use another OUT, or delete "
+                         "that run directory to retrain it.")
+    if status is not None and status["state"] == "done":
+        log(f"skip train {run_dir.name}: finished ({status['train_seconds']:.0f} s, {status['epochs_done']} epochs)")
+        return status
+    if status is not None and status["state"] == "budget" and status["train_seconds"] >= budget_s:
+        log(f"skip train {run_dir.name}: stopped by the budget at epoch {status['epochs_done']}/{s.epochs}")
+        return status
+    train_dir = Path(cfg.out)
+    last = train_dir / "last.pt"
+    spent = float(status["train_seconds"]) if status is not None else 0.0
+    if last.exists():
+        cfg = dataclasses.replace(cfg, resume=True)
+        log(f"resume train {run_dir.name} ({spent:.0f} s spent)")
+    else:
+        if train_dir.exists():  # started but no epoch finished: start over
+            shutil.rmtree(train_dir)
+        spent = 0.0
+        log(f"train {run_dir.name}: --loss {cfg.loss} {json.dumps(cfg.loss_options)} for {s.epochs} epochs")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"state": "running", "train_seconds": spent, "epochs_done": 0, "epochs": s.epochs,
+              "budget_minutes": s.budget_minutes, "train_config": want}
+    write_json(status_path, record)
+    t0 = time.perf_counter()
+
+    def on_epoch_end(epoch: int, model) -> None:
+        record["train_seconds"] = spent + (time.perf_counter() - t0)
+        record["epochs_done"] = epoch
+        write_json(status_path, record)
+        log(f"  {run_dir.name}: epoch {epoch}/{s.epochs} done, {record['train_seconds']:.0f} s")
+        if epoch < s.epochs and record["train_seconds"] >= budget_s:
+            raise BudgetExceeded
+
+    for stale in ("val.h5", "val.metrics.json", "val.crf.metrics.json"):  # made from an older checkpoint
+        (run_dir / stale).unlink(missing_ok=True)
+    try:
+        train(cfg, on_epoch_end=on_epoch_end)
+        record["state"] = "done"
+    except BudgetExceeded:
+        record["state"] = "budget"
+        log(f"  {run_dir.name}: budget of {s.budget_minutes:g} min used up after epoch {record['epochs_done']}")
+    write_json(status_path, record)
+    return record
+
+
+def predict(s: Settings, checkpoint: Path, out: Path, data: Path, split: str) -> Path:
+    from wsss.stages import predict as stage
+
+    if out.exists():
+        log(f"skip predict: {out} exists")
+        return out
+    log(f"predict {split} → {out}")
+    stage.run(stage.PredictConfig(checkpoint=str(checkpoint), out=str(out), data=str(data), layout="generic",
+                                  split=split, device=s.device, workers=1 if s.device.startswith("cuda") else s.workers,
+                                  resume=True, command="benchmarks/real_images.py"))
+    return out
+
+
+def evaluate(s: Settings, artifact: Path, crf: bool, seeds: Path | None = None) -> dict[str, Any]:
+    from wsss.crf import CRFParams
+    from wsss.stages import evaluate as stage
+
+    out = stage.default_output(artifact, crf)
+    if out.exists():
+        log(f"skip eval: {out} exists")
+        return read_json(out)
+    log(f"eval{' --crf' if crf else ''} {artifact}")
+    params = CRFParams(bi_sxy=s.crf_bi_sxy, bi_compat=s.crf_bi_compat) if crf else None
+    return stage.run(artifact, crf=params, seeds=seeds, workers=s.workers, out=out)
+
+
+def solve_available() -> bool:
+    try:
+        import wsss.stages.solve  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def solve(s: Settings, seeds: Path, out: Path, predictions: Path | None) -> Path:
+    """``wsss solve``: pseudo-labels from the seeds (+ network predictions, or ``--init uniform``)."""
+    if out.exists():
+        log(f"skip solve: {out} exists")
+        return out
+    log(f"solve{' --init uniform' if predictions is None else ''} → {out}")
+    cmd = [sys.executable, "-m", "wsss_cli.main", "solve", "--seeds", str(seeds), "--out", str(out), "--seed", str(s.seed)]
+    if predictions is not None:
+        cmd += ["--predictions", str(predictions)]
+    else:
+        cmd += ["--init", "uniform"]
+    cmd += ["--resume"]
+    if s.solver_steps is not None:
+        cmd += ["--steps", str(s.solver_steps)]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def network_row(s: Settings, data: Path, run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """Predict val with the run's last checkpoint, evaluate with and without CRF."""
+    ckpt = run_dir / "train" / "last.pt"
+    pred = predict(s, ckpt, run_dir / "val.h5", data, "val")
+    plain = evaluate(s, pred, crf=False)
+    withcrf = evaluate(s, pred, crf=True)
+    return {"status": status, "eval": plain, "eval_crf": withcrf}
+
+
+def run_cell(s: Settings, data: Path, method: str, annotation: str, runs: Path,
+             overrides: dict[str, Any] | None = None, run_dir: Path | None = None, crf: bool = True) -> dict[str, Any]:
+    """Make one table cell; returns its record (also written to RUN/cell.json)."""
+    run_dir = run_dir or runs / f"{method}@{annotation}"
+    seeds = prepare_seeds(s, data, annotation)
+    record: dict[str, Any] = {"method": method, "annotation": annotation, "run_dir": str(run_dir),
+                              "overrides": overrides or {}}
+    if method in ("solver", "proposals") and not solve_available():
+        log(f"skip {method}@{annotation}: wsss.stages.solve is not available in this install")
+        record["state"] = "unavailable (no solve stage)"
+        return record
+    t_start = time.perf_counter()
+    if method == "solver":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        pseudo = solve(s, seeds, run_dir / "pseudolabels.h5", None)
+        record["eval_train"] = evaluate(s, pseudo, crf=False, seeds=seeds)
+        record["state"] = "done"
+        record["solve_seconds"] = time.perf_counter() - t_start
+        return record
+    if method == "proposals":
+        base = run_cell(s, data, "pce", annotation, runs, crf=False)
+        if base.get("state") not in ("done", "budget"):
+            record["state"] = "waiting for pce"
+            return record
+        run_dir.mkdir(parents=True, exist_ok=True)
+        base_dir = Path(base["run_dir"])
+        train_pred = predict(s, base_dir / "train" / "last.pt", run_dir / "train-predictions.h5", data, "train")
+        pseudo = solve(s, seeds, run_dir / "pseudolabels.h5", train_pred)
+        record["eval_train"] = evaluate(s, pseudo, crf=False, seeds=seeds)
+        loss, opts, warmup = method_loss(method, s, overrides)
+        cfg = train_config(s, run_dir, loss, opts, warmup, pseudolabels=pseudo)
+        status = train_run(s, run_dir, cfg)
+        record["pce_seconds"] = base["status"]["train_seconds"]
+    else:
+        loss, opts, warmup = method_loss(method, s, overrides)
+        cfg = train_config(s, run_dir, loss, opts, warmup, seeds=seeds)
+        status = train_run(s, run_dir, cfg)
+    record["status"] = status
+    record["state"] = status["state"]
+    ckpt = run_dir / "train" / "last.pt"
+    pred = predict(s, ckpt, run_dir / "val.h5", data, "val")
+    record["eval"] = evaluate(s, pred, crf=False)
+    if crf:
+        record["eval_crf"] = evaluate(s, pred, crf=True)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """The table row of a cell record (fractions in [0, 1]; None where not applicable)."""
+    ev = record.get("eval") or record.get("eval_train")
+    crf = record.get("eval_crf")
+    status = record.get("status") or {}
+    seconds = status.get("train_seconds")
+    if seconds is not None and record.get("pce_seconds") is not None:
+        seconds = seconds + record["pce_seconds"]
+    row = {
+        "method": record["method"], "annotation": record["annotation"], "state": record.get("state", "not yet run"),
+        "evaluated_on": "train pseudo-labels" if record["method"] == "solver" else "val",
+        "miou": ev.get("miou") if ev else None, "pixel_accuracy": ev.get("pixel_accuracy") if ev else None,
+        "f": ev.get("f") if ev else None, "iou": ev.get("iou") if ev else None,
+        "miou_crf": crf.get("miou") if crf else None, "f_crf": crf.get("f") if crf else None,
+        "iou_crf": crf.get("iou") if crf else None,
+        "train_seconds": seconds, "epochs_done": status.get("epochs_done"), "epochs": status.get("epochs"),
+        "overrides": record.get("overrides") or {}, "run_dir": record.get("run_dir"),
+    }
+    if record["method"] == "proposals" and record.get("eval_train"):
+        row["pseudo_miou_train"] = record["eval_train"].get("miou")
+    if record["method"] == "solver" and record.get("eval_train"):
+        unl = record["eval_train"].get("unlabelled") or {}
+        row["miou_unlabelled"] = unl.get("miou")
+        row["solve_seconds"] = record.get("solve_seconds")
+    return row
+
+
+def pct(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{100.0 * x:.1f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds / 60.0:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def header(s: Settings, info: dict[str, Any]) -> str:
+    sch = s.schedule()
+    return (
+        f"Budget `{s.preset}`: {sch['backbone']} (width {sch['width_mult']}, head {sch['head_channels']}, random init), "
+        f"crop {sch['crop_size']}, batch {sch['batch_size']}, {sch['epochs']} epochs, cap {sch['budget_minutes']:g} min "
+        f"training per run, self-labeling solver steps {sch['solver_steps'] or 'default (200)'}, seed {sch['seed']}, "
+        f"device {sch['device']}. Eval CRF: bilateral sxy {s.crf_bi_sxy:g}, compat {s.crf_bi_compat:g} "
+        f"(other CRF parameters: `wsss.crf.CRFParams` defaults). Machine: {info.get('cpu')}, {info.get('host_cpus')} CPUs, "
+        f"torch {info.get('torch')} ({info.get('torch_threads')} threads){', ' + info['gpu'] if 'gpu' in info else ''}, "
+        f"wsss {info.get('wsss')} @ {info.get('git_commit')}."
+    )
+
+
+def markdown_table(rows: list[dict[str, Any]], classes: list[str], first: str) -> str:
+    cols = [first, "mIoU", "mIoU +CRF", "F", "F +CRF", "train time", "epochs", "state"] + classes
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        name = r["method"] if first == "method" else f"{r['method']} @ {r['annotation']}"
+        if r.get("overrides"):
+            name += " (" + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["overrides"].items()) + ")"
+        if r["evaluated_on"] != "val":
+            name += f" [{r['evaluated_on']}]"
+        epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else "–"
+        state = r["state"] + (" (time cap)" if r["state"] == "budget" else "")
+        per_class = [pct((r.get("iou") or {}).get(c)) for c in classes]
+        lines.append("| " + " | ".join([name, pct(r["miou"]), pct(r["miou_crf"]), pct(r["f"]), pct(r["f_crf"]),
+                                        duration(r["train_seconds"]), epochs, state] + per_class) + " |")
+    return "\n".join(lines)
+
+
+def robustness_table(rows: list[dict[str, Any]], annotations: list[str]) -> str:
+    methods = [m for m in ROBUST_METHODS if any(r["method"] == m for r in rows)]
+    cols = ["method"] + [f"{a} mIoU (+CRF)" for a in annotations]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for m in methods:
+        cells = [m]
+        for a in annotations:
+            r = next((r for r in rows if r["method"] == m and r["annotation"] == a), None)
+            cells.append("not yet run" if r is None or r["miou"] is None else f"{pct(r['miou'])} ({pct(r['miou_crf'])})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_doc(doc: Path, blocks: dict[str, str]) -> None:
+    """Replace the text between ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->``."""
+    text = doc.read_text()
+    for name, body in blocks.items():
+        begin, end = f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->"
+        i, j = text.find(begin), text.find(end)
+        if i < 0 or j < i:
+            log(f"{doc}: no markers for '{name}'; left as is")
+            continue
+        text = text[: i + len(begin)] + "\n" + body.rstrip() + "\n" + text[j:]
+    write_text(doc, text)
+    log(f"updated {doc}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the two modes
+
+
+def plan(s: Settings, methods: list[str], annotations: list[str], tables: list[str]) -> list[tuple[str, str, str]]:
+    """``(table, method, annotation)`` cells in order."""
+    cells = []
+    if "main" in tables and "scribbles" in annotations:
+        cells += [("main", m, "scribbles") for m in methods]
+    if "robustness" in tables:
+        for a in annotations:
+            for m in ROBUST_METHODS:
+                if m in methods and not (a == "scribbles" and "main" in tables):
+                    cells.append(("robustness", m, a))
+    return cells
+
+
+def tuned_overrides(s: Settings) -> dict[str, dict[str, Any]]:
+    path = s.out / "search.json"
+    if not path.exists():
+        raise SystemExit(f"--tuned: {path} not found. Run with --search first.")
+    return {m: dict(c["values"]) for m, c in read_json(path)["choice"].items()}
+
+
+def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: list[str], doc: Path | None) -> dict[str, Any]:
+    from wsss.data import open_dataset
+
+    t0 = time.perf_counter()
+    data = dataset_root(s)
+    classes = open_dataset(data, layout="generic", split="train").classes
+    runs = s.out / ("runs-tuned" if s.tuned else "runs")
+    overrides = tuned_overrides(s) if s.tuned else {}
+    cells = plan(s, methods, annotations, tables)
+    log(f"{len(cells)} table cells; budget {s.preset}: {json.dumps(s.schedule())}")
+    rows: dict[str, list[dict[str, Any]]] = {"main": [], "robustness": []}
+    for table, method, annotation in cells:
+        over = overrides.get(method) if method in overrides else None
+        record = run_cell(s, data, method, annotation, runs, overrides=over)
+        if Path(record["run_dir"]).exists():
+            write_json(Path(record["run_dir"]) / "cell.json", record)
+        rows[table].append(summarize(record))
+    wall = time.perf_counter() - t0
+    info = machine()
+    robust_rows = rows["robustness"] + [r for r in rows["main"] if r["method"] in ROBUST_METHODS]
+    result = {
+        "kind": "wsss-real-images", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": str(s.data), "dataset_used": str(data), "classes": classes, "settings": {**dataclasses.asdict(s), "data": str(s.data), "out": str(s.out)},
+        "schedule": s.schedule(), "machine": info, "wall_seconds_this_call": wall, "units": "fractions in [0, 1]",
+        "annotations": {a: ANNOTATION_HELP[a] for a in annotations},
+        "main": rows["main"], "robustness": rows["robustness"],
+        "command": " ".join(sys.argv),
+    }
+    write_json(s.out / "results.json", result)
+    head = header(s, info)
+    main_md = head + "\n\n" + markdown_table(rows["main"], classes, "method") + (
+        "\n\nmIoU, F and per-class IoU in %, on val (`solver`: on train). `train time` of `proposals` includes its pce run."
+    )
+    robust_md = head + "\n\n" + robustness_table(robust_rows, annotations)
+    md = (f"# Real-image results ({s.data.name})\n\nCommand: `{' '.join(sys.argv)}`\n\nWall time of this call: "
+          f"{duration(wall)}.\n\n## Main table: full scribbles\n\n{main_md}\n\n## Robustness: scribble length, clicks, blocks\n\n"
+          f"{robust_md}\n")
+    write_text(s.out / "results.md", md)
+    log(f"wrote {s.out / 'results.md'} and {s.out / 'results.json'} ({duration(wall)})")
+    if doc is not None:
+        update_doc(doc, {"main": main_md, "robustness": robust_md})
+    return result
+
+
+def run_search(s: Settings, methods: list[str], grid_name: str, doc: Path | None) -> dict[str, Any]:
+    from wsss.data import open_dataset
+
+    t0 = time.perf_counter()
+    data = dataset_root(s)
+    classes = open_dataset(data, layout="generic", split="train").classes
+    grid = search_grids()[grid_name]
+    chosen = [m for m in methods if m in grid]
+    if not chosen:
+        raise SystemExit(f"--search: none of {', '.join(methods)} has a '{grid_name}' grid (grid: {', '.join(grid)}).")
+    trials, choice = [], {}
+    previous = read_json(s.out / "search.json") if (s.out / "search.json").exists() else {}
+    choice = dict(previous.get("choice", {}))
+    for method in chosen:
+        (param, values), = grid[method].items()
+        best = None
+        for value in values:
+            over = {param: value}
+            run_dir = s.out / "search" / grid_name / f"{method}@scribbles" / f"{param}={value:.6g}"
+            log(f"search {method}: {param}={value:.6g}")
+            record = run_cell(s, data, method, "scribbles", s.out / "search", overrides=over, run_dir=run_dir, crf=False)
+            row = summarize(record)
+            trials.append({"method": method, "param": param, "value": value, "miou": row["miou"], "f": row["f"],
+                           "train_seconds": row["train_seconds"], "state": row["state"], "run_dir": str(run_dir)})
+            if row["miou"] is not None and (best is None or row["miou"] > best[1]):
+                best = (value, row["miou"])
+        if best is not None:
+            values_chosen = dict(choice.get(method, {}).get("values", {}))
+            values_chosen[param] = best[0]
+            choice[method] = {"values": values_chosen, "miou": best[1], "grid": grid_name, "chosen_on": "val mIoU (no CRF)"}
+    wall = time.perf_counter() - t0
+    info = machine()
+    searches = dict(previous.get("searches", {}))
+    searches[grid_name] = {"grid": {m: grid[m] for m in chosen}, "trials": trials}
+    result = {"kind": "wsss-real-images-search", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "data": str(s.data), "schedule": s.schedule(), "machine": info, "searches": searches, "choice": choice,
+              "units": "fractions in [0, 1]", "wall_seconds_this_call": wall, "command": " ".join(sys.argv)}
+    write_json(s.out / "search.json", result)
+    lines = ["| method | parameter | value | val mIoU | val F | train time | state |", "|---|---|---|---|---|---|---|"]
+    for t in trials:
+        mark = " **(chosen)**" if choice.get(t["method"], {}).get("values", {}).get(t["param"]) == t["value"] else ""
+        lines.append(f"| {t['method']} | {t['param']} | {t['value']:.4g}{mark} | {pct(t['miou'])} | {pct(t['f'])} | "
+                     f"{duration(t['train_seconds'])} | {t['state']} |")
+    body = header(s, info) + f"\n\nGrid `{grid_name}` (3 values per method, chosen by val mIoU without CRF):\n\n" + "\n".join(lines)
+    write_text(s.out / "search.md", f"# Search ({s.data.name})\n\nCommand: `{' '.join(sys.argv)}`\n\n{body}\n")
+    log(f"wrote {s.out / 'search.md'} and {s.out / 'search.json'} ({duration(wall)})")
+    if doc is not None:
+        update_doc(doc, {f"search-{grid_name}": body})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Budgets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    ap.add_argument("data", help="dataset folder, generic layout with train and val masks (e.g. CamVid)")
+    ap.add_argument("out", help="output folder (created; reused across calls: finished runs are skipped)")
+    ap.add_argument("--device", default="cpu", help="cpu (default; 'cpu' budget) or cuda / cuda:N ('cuda' budget)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: tiny budget, 6 train / 3 val images, "
+                    f"methods {','.join(QUICK_METHODS)}, scribbles only (unless given)")
+    ap.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    ap.add_argument("--annotations", help=f"comma-separated subset of {','.join(ANNOTATIONS)} (default all; --quick: scribbles)")
+    ap.add_argument("--tables", default="main,robustness", help="main, robustness or both (default)")
+    ap.add_argument("--budget-minutes", type=float, help="cap on the training time of one run (cpu: 20, cuda: 60)")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--crop-size", type=int)
+    ap.add_argument("--backbone", help="mobilenet_v2, resnet50, resnet101")
+    ap.add_argument("--width-mult", type=float, help="MobileNetV2 width multiplier")
+    ap.add_argument("--head-channels", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--solver-steps", type=int, help="self-labeling / solve steps (default: the solver's 200; --quick 5)")
+    ap.add_argument("--limit-train", type=int, help="use the first N train images only")
+    ap.add_argument("--limit-val", type=int, help="use the first N val images only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1, help="processes for prepare / predict / eval (default 1)")
+    ap.add_argument("--crf-bi-sxy", type=float, default=CRF_BI_SXY, help="eval CRF bilateral sxy (default 50, docs/metrics.md)")
+    ap.add_argument("--crf-bi-compat", type=float, default=CRF_BI_COMPAT, help="eval CRF bilateral compat (default 5)")
+    ap.add_argument("--search", action="store_true", help="search mode: 3 values per method on full scribbles, chosen on val")
+    ap.add_argument("--search-grid", default="main", choices=("main", "bandwidth", "warmup"))
+    ap.add_argument("--tuned", action="store_true", help="use the values chosen by --search (OUT/search.json), runs in OUT/runs-tuned")
+    ap.add_argument("--update-doc", type=Path, help="also write the tables between the markers of this Markdown file (docs/results.md)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    s = settings_from_args(args)
+    methods = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown)}. Choose from {', '.join(METHODS)}.")
+    annotations = args.annotations.split(",") if args.annotations else (["scribbles"] if args.quick else list(ANNOTATIONS))
+    unknown = [a for a in annotations if a not in ANNOTATIONS]
+    if unknown:
+        raise SystemExit(f"--annotations: unknown {', '.join(unknown)}. Choose from {', '.join(ANNOTATIONS)}.")
+    tables = args.tables.split(",")
+    if any(t not in TABLES for t in tables):
+        raise SystemExit(f"--tables: choose from {', '.join(TABLES)}.")
+    if not (s.data / "train").is_dir() or not (s.data / "val").is_dir():
+        raise SystemExit(f"{s.data}: expected train/ and val/ folders (generic layout with masks).")
+    s.out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.manual_seed(s.seed)
+    if args.search:
+        run_search(s, methods, args.search_grid, args.update_doc)
+    else:
+        run_tables(s, methods, annotations, tables, args.update_doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""benchmarks/real_images.py in --quick form on the tiny demo set: tables, skip-finished, budget cap
++ resume, search mode and the docs marker update."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "real_images.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("real_images", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["real_images"] = module  # dataclasses look the module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("real_images", None)
+
+
+def _run(script, capsys, *argv) -> str:
+    assert script.main([str(a) for a in argv]) == 0
+    return capsys.readouterr().out
+
+
+def _check_rows(rows, methods, classes):
+    assert [r["method"] for r in rows] == list(methods)
+    for r in rows:
+        assert r["state"] == "done" and r["evaluated_on"] == "val"
+        for key in ("miou", "miou_crf", "f", "f_crf", "pixel_accuracy"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]) and 0.0 <= r[key] <= 1.0, (key, r[key])
+        assert set(r["iou"]) == set(classes)
+        assert all(v is None or 0.0 <= v <= 1.0 for v in r["iou"].values())
+        assert r["train_seconds"] > 0 and r["epochs_done"] == r["epochs"] == 1
+
+
+def test_quick_tables_then_skip_finished(script, demo_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    doc = tmp_path / "results.md"
+    doc.write_text("# R\n<!-- results:main:begin -->\nnot yet run\n<!-- results:main:end -->\ntail\n")
+    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "pce,collision", "--update-doc", doc)
+    assert "train pce@scribbles" in log and "train collision@scribbles" in log
+    result = json.loads((out / "results.json").read_text())
+    classes = result["classes"]
+    assert classes == (Path(demo_root) / "classes.txt").read_text().split()
+    _check_rows(result["main"], ["pce", "collision"], classes)
+    assert result["schedule"]["crop_size"] == 32 and result["units"] == "fractions in [0, 1]"
+    md = (out / "results.md").read_text()
+    for r in result["main"]:
+        assert f"| {r['method']} | {100 * r['miou']:.1f} | {100 * r['miou_crf']:.1f} |" in md
+    assert "crop 32, batch 2, 1 epochs" in md
+    # every run keeps its checkpoint and configuration
+    for m in ("pce", "collision"):
+        run = out / "runs" / f"{m}@scribbles"
+        assert (run / "train" / "last.pt").exists() and (run / "train" / "config.json").exists()
+        assert json.loads((run / "train" / "config.json").read_text())["loss"]["name"] == m
+    text = doc.read_text()
+    assert "not yet run" not in text and "| pce |" in text and text.endswith("<!-- results:main:end -->\ntail\n")
+
+    # second call: nothing is trained, predicted or evaluated again; same table
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".h5") or p.name.endswith("metrics.json")}
+    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "pce,collision")
+    assert "skip train pce@scribbles: finished" in log and "skip train collision@scribbles: finished" in log
+    assert "train pce@scribbles:" not in log.replace("skip train pce@scribbles:", "")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    again = json.loads((out / "results.json").read_text())
+    assert [r["miou"] for r in again["main"]] == [r["miou"] for r in result["main"]]
+
+    # changing the schedule of an existing OUT is refused, not silently mixed
+    with pytest.raises(SystemExit, match="other settings"):
+        script.main([str(demo_root), str(out), "--quick", "--methods", "pce", "--crop-size", "40"])
+
+
+def test_budget_cap_then_resume(script, demo_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [demo_root, out, "--quick", "--methods", "pce", "--epochs", "2", "--tables", "main",
+            "--limit-train", "4", "--limit-val", "2"]
+    log = _run(script, capsys, *args, "--budget-minutes", "0")
+    assert "budget of 0 min used up after epoch 1" in log
+    row = json.loads((out / "results.json").read_text())["main"][0]
+    assert row["state"] == "budget" and row["epochs_done"] == 1 and 0.0 <= row["miou"] <= 1.0
+    assert "(time cap)" in (out / "results.md").read_text()
+    log = _run(script, capsys, *args, "--budget-minutes", "5")
+    assert "resume train pce@scribbles" in log
+    row = json.loads((out / "results.json").read_text())["main"][0]
+    assert row["state"] == "done" and row["epochs_done"] == 2
+    # the predictions were remade from the final checkpoint
+    pred = json.loads((out / "runs" / "pce@scribbles" / "val.metrics.json").read_text())
+    assert pred["miou"] == row["miou"]
+
+
+def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    small = ["--limit-train", "4", "--limit-val", "2"]
+    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "pce,gridcrf", "--search", *small)
+    assert log.count("search gridcrf: lam=") == 3
+    search = json.loads((out / "search.json").read_text())
+    trials = search["searches"]["main"]["trials"]
+    assert [t["value"] for t in trials] == [2.0, 6.0, 18.0]
+    assert all(0.0 <= t["miou"] <= 1.0 for t in trials)
+    best = max(trials, key=lambda t: t["miou"])
+    assert search["choice"]["gridcrf"]["values"] == {"lam": best["value"]}
+    assert "pce" not in search["choice"]  # no weight to search
+    assert "**(chosen)**" in (out / "search.md").read_text()
+    # --tuned trains the main table with the chosen value, in its own folder
+    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "gridcrf", "--tuned", "--tables", "main", *small)
+    row = json.loads((out / "results.json").read_text())["main"][0]
+    assert row["overrides"] == {"lam": best["value"]} and "runs-tuned" in row["run_dir"]
+    cfg = json.loads((out / "runs-tuned" / "gridcrf@scribbles" / "train" / "config.json").read_text())
+    assert cfg["loss"]["lam"] == best["value"]
