@@ -120,6 +120,7 @@ class GaussianFilterBase:
         self.exclude_self = bool(exclude_self)
         self._degree: dict = {}
         self._self_weight: Optional[torch.Tensor] = None
+        self._raw_sw: Optional[torch.Tensor] = None
 
     # -- to implement -------------------------------------------------------------------------
     def _filter(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +145,9 @@ class GaussianFilterBase:
         with torch.no_grad():
             y = self._filter(x)
             if self.exclude_self:
-                y = y - self._raw_self_weight().to(y.dtype) * x
+                if self._raw_sw is None:
+                    self._raw_sw = self._raw_self_weight()
+                y = y - self._raw_sw.to(y.dtype) * x
                 y = y * self.valid
         return y
 
@@ -175,7 +178,9 @@ class GaussianFilterBase:
             b, h, w = self.shape
             return torch.zeros(b, 1, h, w, device=self.device)
         if self._self_weight is None:
-            self._self_weight = self._raw_self_weight() * self.valid
+            if self._raw_sw is None:
+                self._raw_sw = self._raw_self_weight()
+            self._self_weight = self._raw_sw * self.valid
         return self._self_weight
 
 
@@ -213,10 +218,14 @@ class BilateralFilter(GaussianFilterBase):
         self._idx = torch.nonzero(flat_valid, as_tuple=False).squeeze(1)  # (Nv,) into B·H·W
         batch_id = torch.div(self._idx, h * w, rounding_mode="floor")
         pts = feats.reshape(-1, feats.shape[-1])[self._idx]
-        self.lattice = PermutohedralLattice(pts, batch_id, feature_scale=feature_scale)
+        self.lattice: Optional[PermutohedralLattice] = None
+        if self._idx.numel() > 0:  # no valid pixel: every output is 0
+            self.lattice = PermutohedralLattice(pts, batch_id, feature_scale=feature_scale)
 
     def _filter(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        if self.lattice is None:
+            return torch.zeros_like(x)
         rows = x.permute(0, 2, 3, 1).reshape(-1, c)[self._idx]  # (Nv, C)
         out_rows = self.lattice.filter(rows)
         out = torch.zeros(b * h * w, c, dtype=x.dtype, device=x.device)
@@ -229,6 +238,8 @@ class BilateralFilter(GaussianFilterBase):
         in its simplex (≈ 0.65–1.45 at the default scale).
         """
         b, h, w = self.shape
+        if self.lattice is None:
+            return torch.zeros(b, 1, h, w, device=self.device)
         sw = self.lattice.self_weight()
         out = torch.zeros(b * h * w, dtype=torch.float32, device=self.device)
         out[self._idx] = sw.to(torch.float32)

@@ -88,12 +88,14 @@ class PermutohedralLattice:
         self.rank = rank  # N×q: rank of each elevated coordinate's residual (0 = largest)
 
         # Barycentric weights.
-        v = (y - rem0) / q
-        bary = torch.zeros(n, q + 1, dtype=torch.float64, device=dev)
-        bary.scatter_add_(1, d - rank, v)
-        bary.scatter_add_(1, d + 1 - rank, -v)
-        bary[:, 0] += 1.0 + bary[:, q]
-        self.bary = bary[:, :q].clamp_min(0.0).contiguous()
+        # With vs[k] the residual/(D+1) of rank k (descending): b_r = vs[D-r] - vs[D+1-r] for
+        # r = 1..D and b_0 = 1 - vs[0] + vs[D].
+        vs = torch.empty(n, q, dtype=torch.float64, device=dev)
+        vs.scatter_(1, rank, (y - rem0) / q)
+        bary = torch.empty(n, q, dtype=torch.float64, device=dev)
+        bary[:, 1:] = vs[:, :d].flip(1) - vs[:, 1:].flip(1)
+        bary[:, 0] = 1.0 - vs[:, 0] + vs[:, d]
+        self.bary = bary.clamp_min(0.0)
 
         # Vertex r of the simplex: key_r = rem0 + (r if rank <= d - r else r - q) (all coordinates
         # ≡ r mod q). Packed as ((b·R_0 + k_0)·R_1 + k_1)…·q + r with k_i = key_i div q - kmin_i,
