@@ -21,10 +21,11 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
         enabled: False draws nothing.
 
     Yields:
-        ``advance(n)``: moves the bar by n steps.
+        ``advance(n=1, info=None)``: moves the bar by n steps; ``info`` replaces the text shown
+        right of the bar (e.g. current loss terms).
     """
     if not enabled:
-        yield lambda n=1: None
+        yield lambda n=1, info=None: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
