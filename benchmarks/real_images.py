@@ -79,7 +79,7 @@ TABLES = ("main", "robustness")
 #: ``cuda``: one GPU; ``quick``: a smoke test (seconds per run), never a result.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(backbone="mobilenet_v2", width_mult=0.5, head_channels=64, crop_size=128, batch_size=8,
-                epochs=8, budget_minutes=20.0, solver_steps=None, limit_train=None, limit_val=None),
+                epochs=6, budget_minutes=20.0, solver_steps=None, limit_train=None, limit_val=None),
     "cuda": dict(backbone="resnet50", width_mult=1.0, head_channels=256, crop_size=240, batch_size=12,
                  epochs=60, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
     "quick": dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,
