@@ -5,7 +5,9 @@ run directory with checkpoints and metrics, resume.
 :mod:`wsss.training.loop` for the options and their sources.
 """
 
-from wsss.training.loop import TrainConfig, train
+from wsss.training.loop import SegmentationTask, TrainConfig, run_task, train
 from wsss.training.run import RunDir, load_checkpoint, resolve_checkpoint
+from wsss.training.task import TrainingTask
 
-__all__ = ["RunDir", "TrainConfig", "load_checkpoint", "resolve_checkpoint", "train"]
+__all__ = ["RunDir", "SegmentationTask", "TrainConfig", "TrainingTask", "load_checkpoint", "resolve_checkpoint", "run_task",
+           "train"]

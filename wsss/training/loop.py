@@ -1,4 +1,6 @@
-"""The training loop of ``wsss train``: one process, or DistributedDataParallel under ``torchrun``.
+"""The training loop of the toolkit (``wsss train``, ``wsss cam train``): one process, or DistributedDataParallel
+under ``torchrun``. :func:`run_task` is the loop for any :class:`~wsss.training.task.TrainingTask`; the
+segmentation task of ``wsss train`` is described here.
 
 - Model: DeepLabV3+ (:mod:`wsss.models`), logits at crop size.
 - Loss: :mod:`wsss.losses.registry`; the batch sums of all terms are divided by the shared
@@ -40,6 +42,7 @@ from wsss.parallel import DistributedContext, init_distributed
 from wsss.progress import progress_bar
 from wsss.training.data import AugmentConfig, EpochSampler, EvalSet, TargetSource, TrainSet
 from wsss.training.run import RunDir, load_checkpoint
+from wsss.training.task import TrainingTask
 from wsss.training.validate import evaluate
 
 #: options that may differ between an interrupted run and its --resume
@@ -194,9 +197,92 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RESUME_FREE}
 
 
+class SegmentationTask(TrainingTask):
+    """``wsss train``: DeepLabV3+ on seeds / dense masks / pseudo-labels with a registry loss.
+
+    Terms are batch sums divided by the shared ``Z`` = valid pixels of the global batch
+    (notation.md); the first ``warmup_epochs`` epochs use the loss's pCE warm-up terms.
+    """
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.loss = make_loss(cfg.loss, cfg.loss_options)
+        self.label = f"train {self.loss.name}"
+
+    def setup(self, ctx: DistributedContext) -> None:
+        cfg, loss = self.cfg, self.loss
+        self.ctx = ctx
+        self.dataset, self.targets, self.inputs = open_training_data(cfg, loss)
+        self.warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else int(round(loss.default_warmup_fraction * cfg.epochs))
+        self.model_config = ModelConfig(
+            num_classes=self.dataset.num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
+            width_mult=cfg.width_mult, head_channels=cfg.head_channels,
+        )
+
+    def record(self) -> dict[str, Any]:
+        loss = self.loss
+        return {
+            "model": self.model_config.to_dict(),
+            "loss": {"name": loss.name, "target": loss.target, "warmup_epochs": self.warmup, **loss.options()},
+            "classes": self.dataset.classes,
+            "dataset": self.dataset.describe(),
+            "inputs": self.inputs,
+        }
+
+    def build_model(self) -> torch.nn.Module:
+        return build_model(self.model_config, self.cfg.weights)
+
+    def empty_model(self) -> torch.nn.Module:
+        return DeepLabV3Plus(self.model_config)
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        return [
+            {"params": model.backbone_parameters(), "lr": cfg.lr, "base_lr": cfg.lr},
+            {"params": model.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult, "base_lr": cfg.lr * cfg.head_lr_mult},
+        ]
+
+    def trainset(self) -> TrainSet:
+        cfg = self.cfg
+        return TrainSet(self.dataset, self.targets, AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip), cfg.seed)
+
+    def prepare_validation(self, ctx: DistributedContext) -> None:
+        self.val_loader = None
+        if self.cfg.val_data and ctx.is_main:
+            val_ds = open_dataset(self.cfg.val_data, layout=self.cfg.val_layout, split=self.cfg.val_split)
+            self.val_loader = DataLoader(EvalSet(val_ds), batch_size=1, num_workers=0)
+
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
+        if self.val_loader is None:
+            return None
+        return evaluate(model, self.val_loader, self.dataset.num_classes, device)
+
+    def epoch_info(self, epoch: int) -> dict[str, Any]:
+        return {"warmup": epoch < self.warmup}
+
+    def normalizer(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        return batch["valid"].to(device, non_blocking=True).sum().to(torch.float64)
+
+    def batch_terms(self, model, batch, device, epoch, step, use_amp):
+        lb = LossBatch(
+            image=batch["image"].to(device, non_blocking=True),
+            labels=batch["labels"].to(device, non_blocking=True),
+            valid=batch["valid"].to(device, non_blocking=True),
+            probs=batch["probs"].to(device, non_blocking=True) if "probs" in batch else None,
+        )
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(lb.image)
+        logits = logits.float()
+        return self.loss.warmup_terms(logits, lb) if epoch < self.warmup else self.loss.terms(logits, lb)
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"model_config": self.model_config.to_dict(), "classes": self.dataset.classes,
+                "dataset": self.dataset.describe()}
+
+
 def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None,
           on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None) -> Path:
-    """Train a model; returns the run directory.
+    """Train a segmentation model (``wsss train``); returns the run directory.
 
     Args:
         cfg: the configuration.
@@ -205,25 +291,27 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
             epoch's checkpoint.
     """
     _check_config(cfg)
+    return run_task(SegmentationTask(cfg), cfg, on_step=on_step, on_epoch_end=on_epoch_end)
+
+
+def run_task(task: TrainingTask, cfg: Any, on_step: Callable[[dict[str, Any]], None] | None = None,
+             on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None) -> Path:
+    """THE training loop of the toolkit, for any :class:`TrainingTask` (segmentation, CAM, ...).
+
+    ``cfg`` is the task's configuration dataclass; the loop reads its common fields (``out``,
+    ``epochs``, ``batch_size``, ``lr``, ``lr_power``, ``momentum``, ``weight_decay``, ``seed``,
+    ``device``, ``amp``, ``workers``, ``log_every``, ``resume``, ``stop_after_epoch``,
+    ``progress``) and records all of it (``config.json`` ``train``; ``--resume`` compares it).
+    Per step: ``terms = task.batch_terms(...)`` (batch sums), ``Z`` = the task's normalizer summed
+    over ranks, the loss ``Σ terms / Z`` is back-propagated (DDP: each rank scales by
+    ``world_size / Z`` so that DDP's gradient average is the gradient of the global loss), and
+    the logged terms are divided by ``Z``.
+    """
     ctx = init_distributed()
     device = resolve_device(cfg.device, ctx)
-    loss = make_loss(cfg.loss, cfg.loss_options)
-    dataset, targets, inputs = open_training_data(cfg, loss)
-    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else int(round(loss.default_warmup_fraction * cfg.epochs))
-    model_config = ModelConfig(
-        num_classes=dataset.num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
-        width_mult=cfg.width_mult, head_channels=cfg.head_channels,
-    )
+    task.setup(ctx)
     train_config = dataclasses.asdict(cfg)
-    record = {
-        "train": train_config,
-        "model": model_config.to_dict(),
-        "loss": {"name": loss.name, "target": loss.target, "warmup_epochs": warmup, **loss.options()},
-        "classes": dataset.classes,
-        "dataset": dataset.describe(),
-        "inputs": inputs,
-        "world_size": ctx.world_size,
-    }
+    record = {"train": train_config, **task.record(), "world_size": ctx.world_size}
     run = RunDir(cfg.out, enabled=ctx.is_main)
 
     torch.manual_seed(cfg.seed)
@@ -237,7 +325,10 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         if diff:
             raise UserError(f"{run.root}: was started with other options ({', '.join(diff)}). "
                             "Resume with the same options or start a new run with another --out.")
-        model = DeepLabV3Plus(model_config)
+        if state.get("task", "segmentation") != task.name:
+            raise UserError(f"{run.root}: holds a '{state.get('task', 'segmentation')}' run, not '{task.name}'. "
+                            "Resume it with the command that started it, or choose another --out.")
+        model = task.empty_model()
         model.load_state_dict(state["model"])
     else:
         if run.last.exists() or run.config_path.exists():
@@ -250,7 +341,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         with warnings.catch_warnings():
             if not ctx.is_main:
                 warnings.simplefilter("ignore")
-            model = build_model(model_config, cfg.weights)
+            model = task.build_model()
     model.to(device)
     if ctx.world_size > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -259,17 +350,11 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.SGD(
-        [
-            {"params": core.backbone_parameters(), "lr": cfg.lr, "base_lr": cfg.lr},
-            {"params": core.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult, "base_lr": cfg.lr * cfg.head_lr_mult},
-        ],
-        lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-    )
+    optimizer = torch.optim.SGD(task.param_groups(core), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    trainset = TrainSet(dataset, targets, AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip), cfg.seed)
+    trainset = task.trainset()
     sampler = EpochSampler(trainset, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
     loader = DataLoader(trainset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                         pin_memory=device.type == "cuda", drop_last=False)
@@ -286,36 +371,24 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     else:
         torch.manual_seed(cfg.seed + 1 + ctx.rank)  # dropout stream, distinct per rank
 
-    val_loader = None
-    if cfg.val_data and ctx.is_main:
-        val_ds = open_dataset(cfg.val_data, layout=cfg.val_layout, split=cfg.val_split)
-        val_loader = DataLoader(EvalSet(val_ds), batch_size=1, num_workers=0)
+    task.prepare_validation(ctx)
 
     model.train()
     stop = cfg.epochs if cfg.stop_after_epoch is None else min(cfg.epochs, cfg.stop_after_epoch)
     show = ctx.is_main and cfg.progress
-    with progress_bar(f"train {loss.name}", total=(stop - start_epoch) * steps_per_epoch, enabled=show) as advance:
+    with progress_bar(task.label, total=(stop - start_epoch) * steps_per_epoch, enabled=show) as advance:
         for epoch in range(start_epoch, stop):
             sampler.set_epoch(epoch)
-            warm = epoch < warmup
+            info = task.epoch_info(epoch)
             sums: dict[str, float] = defaultdict(float)
             images_seen, t_epoch = 0, time.perf_counter()
             for batch in loader:
                 t0 = time.perf_counter()
-                lb = LossBatch(
-                    image=batch["image"].to(device, non_blocking=True),
-                    labels=batch["labels"].to(device, non_blocking=True),
-                    valid=batch["valid"].to(device, non_blocking=True),
-                    probs=batch["probs"].to(device, non_blocking=True) if "probs" in batch else None,
-                )
-                z = _all_reduce(lb.valid.sum().to(torch.float64), ctx).clamp_min(1.0)
+                z = _all_reduce(task.normalizer(batch, device), ctx).clamp_min(1.0)
                 frac = 1.0 - step / max(total_steps, 1)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * max(frac, 0.0) ** cfg.lr_power
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model(lb.image)
-                logits = logits.float()
-                terms = loss.warmup_terms(logits, lb) if warm else loss.terms(logits, lb)
+                terms = task.batch_terms(model, batch, device, epoch, step, use_amp)
                 total = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(total * (ctx.world_size / z).to(total.dtype)).backward()
@@ -326,12 +399,12 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                 values = torch.stack([terms[n].detach().double() for n in names])
                 values = (_all_reduce(values, ctx) / z).tolist()
                 rec = {"kind": "step", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                       "loss": sum(values), "terms": dict(zip(names, values)), "warmup": warm,
+                       "loss": sum(values), "terms": dict(zip(names, values)), **info,
                        "time": time.perf_counter() - t0}
                 for n, v in rec["terms"].items():
                     sums[n] += v
                 sums["loss"] += rec["loss"]
-                images_seen += lb.image.shape[0] * ctx.world_size
+                images_seen += batch["image"].shape[0] * ctx.world_size
                 if not math.isfinite(rec["loss"]):
                     raise FloatingPointError(f"non-finite loss at step {step}: {rec['terms']}")
                 if on_step is not None:
@@ -340,23 +413,26 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                     run.log(rec)
                 if show:
                     speed = images_seen / max(time.perf_counter() - t_epoch, 1e-9)
-                    info = " ".join(f"{n} {v:.4g}" for n, v in rec["terms"].items())
-                    advance(1, info=f"ep {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4g} ({info}) {speed:.1f} img/s")
+                    text = " ".join(f"{n} {v:.4g}" for n, v in rec["terms"].items())
+                    advance(1, info=f"ep {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4g} ({text}) {speed:.1f} img/s")
             n_steps = max(steps_per_epoch, 1)
             epoch_rec: dict[str, Any] = {
-                "kind": "epoch", "epoch": epoch + 1, "step": step, "warmup": warm,
+                "kind": "epoch", "epoch": epoch + 1, "step": step, **info,
                 "loss": sums.pop("loss", 0.0) / n_steps, "terms": {k: v / n_steps for k, v in sums.items()},
                 "images_per_s": images_seen / max(time.perf_counter() - t_epoch, 1e-9),
                 "seconds": time.perf_counter() - t_epoch,
             }
-            if val_loader is not None:
-                epoch_rec["val"] = evaluate(core, val_loader, dataset.num_classes, device)
+            val = task.validate(core, device)
+            if val is not None:
+                epoch_rec["val"] = val
             rng = _gather_rng(ctx, device)
+            fields = task.checkpoint_fields()
+            if task.name != "segmentation":
+                fields = {"task": task.name, **fields}
             run.save_checkpoint({
-                "model_config": model_config.to_dict(), "model": core.state_dict(),
+                **fields, "model": core.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_amp else None,
                 "epoch": epoch + 1, "step": step, "rng": rng, "config": record,
-                "classes": dataset.classes, "dataset": dataset.describe(),
             }, epoch + 1)
             run.log(epoch_rec)
             if on_epoch_end is not None:

@@ -1,0 +1,86 @@
+"""What a training task gives the one training loop (:func:`wsss.training.loop.run_task`).
+
+The loop owns everything common to every network the toolkit trains: devices, ``torchrun`` DDP,
+the run directory, checkpoints and ``--resume``, SGD with poly decay, the data order
+(:class:`~wsss.training.data.EpochSampler`), progress and metrics. A task owns what differs:
+
+- the data: :meth:`setup` opens inputs, :meth:`trainset` returns a torch ``Dataset`` indexed by
+  ``(epoch, index)`` whose samples are dicts of tensors with at least ``image`` (``3×H×W``);
+- the model: :meth:`build_model` (with pretrained weights) and :meth:`empty_model` (same
+  architecture, for ``--resume``); :meth:`param_groups` (each group with ``lr`` and ``base_lr``;
+  the loop applies the poly factor to ``base_lr``);
+- the loss: :meth:`batch_terms` returns named **batch sums** (0-dim tensors) and
+  :meth:`normalizer` the local count ``Z_b`` they are divided by (summed over ranks by the loop):
+  valid pixels for segmentation (notation.md), images for the CAM classifier (cam.md's per-image
+  means);
+- what goes into ``config.json`` (:meth:`record`), checkpoints (:meth:`checkpoint_fields`),
+  per-epoch validation (:meth:`validate`) and extra keys of the metric records (:meth:`epoch_info`).
+
+Segmentation: :class:`wsss.training.loop.SegmentationTask`. CAM classification:
+:class:`wsss.cam.training.CamTask`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wsss.parallel import DistributedContext
+
+
+class TrainingTask:
+    """Base class; see the module docstring. ``name`` is stored in checkpoints (``task``; absent
+    means ``segmentation``), ``label`` is the progress-bar text."""
+
+    name = "segmentation"
+    label = "train"
+
+    def setup(self, ctx: DistributedContext) -> None:
+        """Open inputs (called once, on every rank, before anything is written)."""
+
+    def record(self) -> dict[str, Any]:
+        """Entries of ``config.json`` besides ``train`` (the config) and ``world_size``."""
+        return {}
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def empty_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def trainset(self) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def prepare_validation(self, ctx: DistributedContext) -> None:
+        """Open validation data (after the model and data are set up)."""
+
+    def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
+        """Per-epoch validation record, or None."""
+        return None
+
+    def epoch_info(self, epoch: int) -> dict[str, Any]:
+        """Extra keys of the step and epoch records of 0-based ``epoch``."""
+        return {}
+
+    def normalizer(self, batch: dict[str, Tensor], device: torch.device) -> Tensor:
+        """Local ``Z_b`` (0-dim float64 on ``device``) the batch sums are divided by."""
+        raise NotImplementedError
+
+    def batch_terms(self, model: torch.nn.Module, batch: dict[str, Tensor], device: torch.device, epoch: int,
+                    step: int, use_amp: bool) -> dict[str, Tensor]:
+        """Named batch sums (0-dim float tensors with gradient) of one batch; ``step`` counts the
+        optimizer steps done before this one (for per-step random streams)."""
+        raise NotImplementedError
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """Checkpoint entries needed to rebuild and use the model (``model_config``, ``classes``,
+        ``dataset``)."""
+        return {}
+
+
+__all__ = ["TrainingTask"]
