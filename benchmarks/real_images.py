@@ -476,6 +476,15 @@ def run_cell(s: Settings, data: Path, method: str, annotation: str, runs: Path,
         record["state"] = "unavailable (no solve stage)"
         return record
     t_start = time.perf_counter()
+    try:
+        return _run_cell(s, data, method, annotation, runs, overrides, run_dir, crf, seeds, record, t_start)
+    except subprocess.CalledProcessError as exc:  # wsss solve (a CLI call) failed: keep building the table
+        log(f"{method}@{annotation}: {' '.join(map(str, exc.cmd[2:4]))} failed with exit code {exc.returncode}")
+        record["state"] = "failed (wsss solve; see the log)"
+        return record
+
+
+def _run_cell(s, data, method, annotation, runs, overrides, run_dir, crf, seeds, record, t_start):
     if method == "solver":
         run_dir.mkdir(parents=True, exist_ok=True)
         status_path = run_dir / "status.json"
