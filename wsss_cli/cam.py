@@ -1,0 +1,183 @@
+"""``wsss cam train | export | seeds``: class activation maps from image tags (cam.md).
+
+Option parsing only; the work is in :mod:`wsss.stages.cam` and :mod:`wsss.cam`. Every default names
+its source in brackets: [cam.md] for the spec (hfpl code / paper), [toolkit] for the toolkit's choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from wsss.cam.seeds import BOX_THRESHOLD, SPML_ALPHA, SPML_MIN_SCORE
+from wsss_cli.common import command, command_line, config_of, console, resume_option, workers_option
+from wsss_cli.crf import (bi_compat_option, bi_srgb_option, bi_sxy_option, eps_option, gauss_compat_option,
+                          gauss_sxy_option, iterations_option, make_params)
+
+cam_app = typer.Typer(
+    name="cam", no_args_is_help=True, add_completion=False,
+    help="Class activation maps from image tags with ISL and FSL (binomial or multinomial posterior): "
+         "train the classifier, export CAMs, turn CAMs into seeds for solve/train.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; must not hold a run unless --resume)."),
+    tags: Path = typer.Option(..., "--tags", help="Tags artifact (wsss prepare-tags) of the training images."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (default: the one recorded in the tags artifact)."),
+    layout: str = typer.Option("auto", "--layout", help="Dataset layout: auto, generic, voc, cityscapes, ade20k."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded in the tags artifact)."),
+    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50 [cam.md: torchvision ResNet in place of SEAM's ResNet-38], resnet101, mobilenet_v2 [toolkit: small budgets]."),
+    output_stride: int = typer.Option(8, "--output-stride", help="8 [cam.md: stride-8 CAM grid] or 16."),
+    width_mult: float = typer.Option(1.0, "--width-mult", help="MobileNetV2 width multiplier [1.0; ImageNet weights exist for 1.0]."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Backbone ImageNet weights: a local torchvision state-dict file of the full classification model, or 'imagenet' (torchvision weights API, downloads once). Default: random init (warning) [cam.md: ImageNet]."),
+    posterior: str = typer.Option("binomial", "--posterior", help="binomial: sigmoid per class, no background channel [cam.md: proposed, default]; multinomial: softmax with background channel 0 [original ISL/FSL]."),
+    dropout: float = typer.Option(0.5, "--dropout", help="Dropout2d before the 1×1 head [cam.md/SEAM: 0.5]."),
+    isl: bool = typer.Option(True, "--isl/--no-isl", help="Importance sampling loss (eq. 16: (1−λ)·GAP + λ·ISL); --no-isl trains the GAP baseline [cam.md: on]."),
+    isl_weight: Optional[float] = typer.Option(None, "--isl-weight", help="ISL mixing weight λ [cam.md/paper Table 4: 0.2 binomial, 0.6 multinomial]."),
+    isl_samples: int = typer.Option(10, "--isl-samples", help="Samples N per class and image [cam.md/paper Table 5: 10]."),
+    isl_scale: float = typer.Option(1.0, "--isl-scale", help="Factor on the λ·ISL term [cam.md: 1 SEAM; 0.1 SIPE/MCTformer]."),
+    fsl: bool = typer.Option(True, "--fsl/--no-fsl", help="Feature similarity loss, + β·L_fs [cam.md: on]."),
+    fsl_weight: float = typer.Option(1.0, "--fsl-weight", help="FSL weight β [cam.md: 1 VOC/SEAM; 0.2 COCO; 0.1 SIPE/MCTformer]."),
+    fsl_mu: float = typer.Option(2.5, "--fsl-mu", help="FSL μ of f(δ) [cam.md: 2.5, fixed]."),
+    fsl_sigma: float = typer.Option(5.0, "--fsl-sigma", help="FSL spatial σ_fs in grid cells [cam.md: 5, fixed]."),
+    fsl_gate: Optional[str] = typer.Option(None, "--fsl-gate", help="Gate input: r (max-normalised CAM), b (sigmoid), a (softmax, multinomial only) [cam.md: r, J 66.9 vs 64.6 for b; toolkit: a with --posterior multinomial, the original FSL]."),
+    fsl_bg_channel: bool = typer.Option(True, "--fsl-bg-channel/--no-fsl-bg-channel", help="Add the background channel 1 − max r to the gate [cam.md: on, as the code]."),
+    fsl_window: Optional[int] = typer.Option(None, "--fsl-window", help="Square window radius R (approximation, ⌈3σ⌉ = 15 drops ≈0.4 % of the weight) [cam.md: exact all pairs, as the code]."),
+    epochs: int = typer.Option(8, "--epochs", help="Epochs [cam.md: 8]."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images per step and process [cam.md: 8]."),
+    lr: float = typer.Option(0.01, "--lr", help="Learning rate of the pretrained weights, poly decay [cam.md: 0.01]."),
+    lr_power: float = typer.Option(0.9, "--lr-power", help="Poly decay power [cam.md: 0.9]."),
+    momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum [cam.md toolkit default 0; the code's quirk gives 5e-4]."),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay", help="Weight decay of weights (biases: 0) [cam.md: 5e-4]."),
+    head_lr_mult: float = typer.Option(10.0, "--head-lr-mult", help="lr factor of the new head (its biases ×2 more; pretrained biases ×2) [cam.md: 10]."),
+    resize_long: tuple[int, int] = typer.Option((448, 768), "--resize-long", help="Random long side range MIN MAX [cam.md: 448 768]."),
+    crop_size: int = typer.Option(448, "--crop-size", help="Random crop side [cam.md: 448]."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flip [cam.md]."),
+    color_jitter: bool = typer.Option(True, "--color-jitter/--no-color-jitter", help="ColorJitter 0.3/0.3/0.3/0.1 [cam.md]."),
+    seed: int = typer.Option(1, "--seed", help="Random seed: weights, data order, augmentation, ISL draws [cam.md: 1]."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (ignored on CPU)."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="DataLoader worker processes per rank."),
+    log_every: int = typer.Option(10, "--log-every", help="Step record to metrics.jsonl every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last.pt (same options)."),
+    stop_after_epoch: Optional[int] = typer.Option(None, "--stop-after-epoch", hidden=True),
+) -> None:
+    """Train the multi-label CAM classifier from image tags: GAP baseline, + ISL, + FSL; writes a run
+    directory like wsss train (config.json, metrics.jsonl, last.pt, checkpoints/). Runs under torchrun."""
+    from wsss.cam.training import CamTrainConfig
+    from wsss.parallel import distributed_context
+    from wsss.stages import cam as stage
+
+    cfg = CamTrainConfig(
+        out=str(out), tags=str(tags), data=str(data) if data else None, layout=layout, split=split, backbone=backbone,
+        output_stride=output_stride, width_mult=width_mult, weights=weights, posterior=posterior, dropout=dropout,
+        isl=isl, isl_weight=isl_weight, isl_samples=isl_samples, isl_scale=isl_scale, fsl=fsl, fsl_weight=fsl_weight,
+        fsl_mu=fsl_mu, fsl_sigma=fsl_sigma, fsl_gate=fsl_gate, fsl_bg_channel=fsl_bg_channel, fsl_window=fsl_window,
+        epochs=epochs, batch_size=batch_size, lr=lr, lr_power=lr_power, momentum=momentum, weight_decay=weight_decay,
+        head_lr_mult=head_lr_mult, resize_long_min=resize_long[0], resize_long_max=resize_long[1], crop_size=crop_size,
+        flip=flip, color_jitter=color_jitter, seed=seed, device=device, amp=amp, workers=workers, log_every=log_every,
+        resume=resume, stop_after_epoch=stop_after_epoch, command=command_line(),
+    )
+    path = stage.run_train(cfg)
+    if distributed_context().is_main:
+        console.print(f"wrote {path}/last.pt", highlight=False)
+
+
+def _parse_scales(scales: List[str]) -> tuple[float, ...]:
+    from wsss.errors import UserError
+
+    out: list[float] = []
+    for item in scales:
+        for part in str(item).split(","):
+            if part.strip():
+                try:
+                    out.append(float(part))
+                except ValueError as exc:
+                    raise UserError(f"--scales {item}: not a number. Pass e.g. --scales 0.5,1,1.5,2.") from exc
+    return tuple(out)
+
+
+def _export(
+    run: Path = typer.Argument(..., help="Run directory of wsss cam train (its last.pt) or a checkpoint file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output cams artifact."),
+    tags: Optional[Path] = typer.Option(None, "--tags", help="Tags artifact: the images and their classes (default: the one the run was trained on)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (default: recorded in the tags artifact)."),
+    layout: str = typer.Option("auto", "--layout", help="Dataset layout (with --data)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded in the tags artifact)."),
+    scales: List[str] = typer.Option(["0.5,1,1.5,2"], "--scales", help="Resize factors, comma-separated or repeated [cam.md: 0.5,1,1.5,2]."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Add horizontally flipped passes [cam.md: on, 8 passes]."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, auto."),
+    workers: int = workers_option(),
+    resume: bool = resume_option(),
+) -> None:
+    """CAMs at image resolution for every image of the tags artifact (multi-scale + flip, summed, clipped at 0,
+    min–max normalised per class): a 'cams' artifact with float16 maps of the image's tagged classes and their
+    label values."""
+    from wsss.parallel import distributed_context
+    from wsss.stages import cam as stage
+
+    values = _parse_scales(scales)
+    config = config_of(run=run, out=out, tags=tags, data=data, layout=layout, split=split, scales=list(values),
+                       flip=flip, device=device, workers=workers, resume=resume)
+    path = stage.run_export(run, out, tags=tags, data=data, layout=layout, split=split, scales=values, flip=flip,
+                            device=device, workers=workers, resume=resume, config=config)
+    if distributed_context().is_main:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def _seeds(
+    cams: Path = typer.Argument(..., help="Cams artifact (wsss cam export)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output seeds artifact (for wsss solve / wsss train)."),
+    rule: str = typer.Option("affinity", "--rule", help="affinity: AffinityNet seeds, foreground from α_low, background from α_high, each after DenseCRF [cam.md: hfpl default]; threshold: SPML arg-max with bg^α, winners < min score → 255; boxes: SPML box rule (needs boxes in --tags)."),
+    tags: Optional[Path] = typer.Option(None, "--tags", help="Tags artifact (default: the one recorded in the cams): checks every CAM class is a tag; boxes for --rule boxes."),
+    alpha_low: Optional[float] = typer.Option(None, "--alpha-low", help="affinity: background power for foreground seeds [cam.md: 1 binomial (hfpl), 2 multinomial; SEAM 4]."),
+    alpha_high: Optional[float] = typer.Option(None, "--alpha-high", help="affinity: background power for background seeds [cam.md: 24 binomial, 4 multinomial]."),
+    crf: bool = typer.Option(True, "--crf/--no-crf", help="affinity: DenseCRF on both maps [cam.md: on; sxy 3/3, bilateral 80/13/10, 10 iterations]."),
+    alpha: float = typer.Option(SPML_ALPHA, "--alpha", help="threshold: background power α [cam.md/SPML: 6]."),
+    min_score: float = typer.Option(SPML_MIN_SCORE, "--min-score", help="threshold: winning scores below → 255 [cam.md/SPML: 0.2; with α 6 no pixel falls below]."),
+    box_threshold: float = typer.Option(BOX_THRESHOLD, "--box-threshold", help="boxes: in-box normalised CAM ≥ this → the box class [cam.md/SPML: 0.5]."),
+    gauss_sxy: float = gauss_sxy_option(),
+    gauss_compat: float = gauss_compat_option(),
+    bi_sxy: float = bi_sxy_option(),
+    bi_srgb: float = bi_srgb_option(),
+    bi_compat: float = bi_compat_option(),
+    iterations: int = iterations_option(),
+    eps: float = eps_option(),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (default: recorded in the cams artifact)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: recorded)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded)."),
+    workers: int = workers_option(),
+    resume: bool = resume_option(),
+) -> None:
+    """Turn CAMs into seeds (255 = unlabelled) with one of cam.md's rules; writes an ordinary 'seeds' artifact."""
+    from wsss.parallel import distributed_context
+    from wsss.stages import cam as stage
+
+    params = make_params(gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat, iterations, eps) if crf else None
+    config = config_of(cams=cams, out=out, rule=rule, tags=tags, data=data, layout=layout, split=split,
+                       workers=workers, resume=resume)
+    path = stage.run_seeds(cams, out, rule=rule, tags=tags, alpha_low=alpha_low, alpha_high=alpha_high, crf=params,
+                           alpha=alpha, min_score=min_score, box_threshold=box_threshold, data=data, layout=layout,
+                           split=split, workers=workers, resume=resume, config=config)
+    if distributed_context().is_main:
+        from wsss.artifacts import Artifact
+
+        art = Artifact(path, "seeds")
+        labelled = sum(float(art.image_attrs(i).get("labelled", 0.0)) for i in art.ids) / max(len(art), 1)
+        console.print(f"wrote {path} ({len(art)} images, {100 * labelled:.1f} % of pixels labelled)", highlight=False)
+
+
+command(cam_app, "train")(_train)
+command(cam_app, "export")(_export)
+command(cam_app, "seeds")(_seeds)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cam_app, name="cam")
+
+
+__all__ = ["cam_app", "register"]
