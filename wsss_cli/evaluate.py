@@ -66,6 +66,13 @@ def print_report(report: dict) -> None:
     if unl:
         summary.add_row("mIoU unlabelled", _fmt(unl["miou"]) + " %  (pixels without a seed)")
         summary.add_row("accuracy unlabelled", _fmt(unl["pixel_accuracy"]) + " %")
+    cam = report.get("cam")
+    if cam:
+        sweep = cam["sweep"]
+        summary.add_row("CAM threshold t", f"{cam['threshold']:.2f}  (J, F above at this background score)")
+        summary.add_row("best t (sweep)", f"{sweep['best_threshold']:.2f}: J {_fmt(sweep['best_j'])} %  (t = 0.00–0.59)")
+        curve = ", ".join(f"{t:.2f}: {_fmt(v)}" for t, v in zip(sweep["thresholds"], sweep["j"]) if round(t * 100) % 10 == 0)
+        summary.add_row("J curve %", curve)
     if report.get("soft_jaccard") is not None:
         summary.add_row("soft Jaccard", _fmt(report["soft_jaccard"], percent=False) + "  (vs reference)")
     summary.add_row("written", report["path"])
@@ -75,7 +82,7 @@ def print_report(report: dict) -> None:
 def register(app: typer.Typer) -> None:
     @command(app, "eval")
     def evaluate(
-        artifact: Path = typer.Argument(..., help="A predictions, pseudolabels or seeds artifact."),
+        artifact: Path = typer.Argument(..., help="A predictions, pseudolabels, seeds or cams artifact."),
         data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder with the dense ground truth (default: the one recorded in the artifact)."),
         layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout: auto, generic, voc, cityscapes, ade20k (default: recorded)."),
         split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded)."),
@@ -92,20 +99,24 @@ def register(app: typer.Typer) -> None:
         bi_compat: float = bi_compat_option(),
         iterations: int = iterations_option(),
         eps: float = eps_option(),
+        cam_threshold: float = typer.Option(0.25, "--cam-threshold", help="cams: background score t of the evaluated CAM pseudo-label [cam.md: 0.25, HFPL's F]; the J sweep over t = 0.00–0.59 is always reported."),
         workers: int = workers_option(),
     ) -> None:
         """Compare an artifact with the dense ground truth: per-class IoU, mIoU (J), pixel accuracy,
         boundary F (DAVIS), J&F; seeds: seed precision on labelled pixels. Prints a table and writes
-        the figures with the inputs' provenance as JSON. mIoU: mean over classes present in the
+        the figures with the inputs' provenance as JSON. cams: the pseudo-label at --cam-threshold plus the
+        background-threshold sweep (J curve, best t and J). mIoU: mean over classes present in the
         ground truth or the prediction (VOC convention). See docs/metrics.md."""
         from wsss.parallel import distributed_context
         from wsss.stages import evaluate as stage
 
         params = make_params(gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat, iterations, eps) if crf else None
         config = config_of(artifact=artifact, data=data, layout=layout, split=split, seeds=seeds, reference=reference,
-                           partial=partial, bound_th=bound_th, out=out, crf=params.to_dict() if params else None)
+                           partial=partial, bound_th=bound_th, out=out, crf=params.to_dict() if params else None,
+                           cam_threshold=cam_threshold)
         report = stage.run(artifact, data=data, layout=layout, split=split, seeds=seeds, reference=reference,
-                           crf=params, bound_th=bound_th, partial=partial, workers=workers, out=out, config=config)
+                           crf=params, bound_th=bound_th, partial=partial, workers=workers, out=out, config=config,
+                           cam_threshold=cam_threshold)
         if distributed_context().is_main:
             print_report(report)
 

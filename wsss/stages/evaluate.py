@@ -13,6 +13,14 @@ What is evaluated depends on the artifact kind, through a registry of *label rea
   accuracy on labelled pixels), per-class IoU and mIoU restricted to them, and coverage (labelled
   fraction of the ground-truth-labelled pixels). Boundary F is not defined for sparse labels.
 
+- ``cams`` (``wsss cam export``): the CAM pseudo-label at the background threshold ``t``
+  (``cam_threshold``, default 0.25, cam.md's F threshold): arg-max over ``{t, r_c of the present
+  classes}``, evaluated like ``predictions`` (J, accuracy, boundary F of evaluation.md: mean over
+  (image, class) pairs). Plus the background-threshold sweep of cam.md (HFPL code): J for t in
+  0.00–0.59 (step 0.01) from one confusion per t over the set, the curve, its best t and J
+  (:class:`wsss.cam.threshold_sweep.ThresholdSweep`). cam.md's set-accumulated F variant is not
+  computed.
+
 ``crf`` applies the DenseCRF of :mod:`wsss.stages.crf` to the soft scores first (the label is
 then the arg-max of the marginals).
 
@@ -109,6 +117,21 @@ register_label_reader("predictions", _soft_reader, soft=True)
 register_label_reader("pseudolabels", _soft_reader, soft=True)
 register_label_reader("seeds", _seed_reader, sparse=True)
 
+#: background score t of the CAM pseudo-label evaluated besides the sweep (cam.md: F at t = 0.25)
+CAM_THRESHOLD = 0.25
+
+
+def _cam_reader(art: Artifact, image_id: str, num_classes: int, need_scores: bool,
+                threshold: float = CAM_THRESHOLD) -> Hard:
+    from wsss.cam.threshold_sweep import cam_label
+    from wsss.stages.cam import read_cams
+
+    cams, classes = read_cams(art, image_id, num_classes)
+    return Hard(cam_label(cams, classes, threshold))
+
+
+register_label_reader("cams", _cam_reader)
+
 
 def load_ground_truth(dataset: Dataset, image_id: str) -> np.ndarray:
     """Dense ground truth of one image as H×W uint8 (0..K-1, 255), values checked (the image
@@ -151,7 +174,7 @@ def default_output(artifact: Path, crf: bool) -> Path:
 
 
 def _accumulate(one, ids, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
-                description: str, show: bool) -> None:
+                description: str, show: bool, sweep_conf: np.ndarray | None = None) -> None:
     """Run ``one`` over ``ids`` and add its results into the accumulators (in place)."""
     with progress_bar(description, total=len(ids), enabled=show) as advance:
         for image_id, res in map_images(one, ids, workers):
@@ -165,6 +188,8 @@ def _accumulate(one, ids, workers, row, conf, conf_unl, valid_pixels, f_table, f
                 conf_unl += res["conf_unlabelled"]
             if "soft" in res:
                 soft_table[row[image_id]] = res["soft"]
+            if "sweep" in res and sweep_conf is not None:
+                sweep_conf += res["sweep"]
             advance(1)
 
 
@@ -182,6 +207,7 @@ def run(
     workers: int = 1,
     out: str | Path | None = None,
     config: Mapping[str, Any] | None = None,
+    cam_threshold: float = CAM_THRESHOLD,
 ) -> dict:
     """Evaluate an artifact against dense ground truth; write and return the metrics.
 
@@ -198,6 +224,7 @@ def run(
         workers: processes per rank.
         out: JSON path; default :func:`default_output`. Written by rank 0 only.
         config: options recorded in the JSON (the CLI passes every option and the command line).
+        cam_threshold: ``cams`` only: background score t of the evaluated pseudo-label (0.25).
 
     Returns:
         the metrics as written to the JSON (NaN written as null); ``"path"`` is the JSON path.
@@ -253,9 +280,21 @@ def run(
         raise UserError(f"{path}: folder {path.parent} does not exist. Create it or choose another --out.")
     dense = not spec.sparse
     need_scores = crf is not None or ref_art is not None
+    is_cams = art.kind == "cams"
+    if is_cams and not 0 <= cam_threshold <= 1:
+        raise UserError(f"--cam-threshold {cam_threshold}: must be in [0, 1]. Fix the option.")
+    if is_cams:
+        from wsss.cam.threshold_sweep import DEFAULT_THRESHOLDS, ThresholdSweep
+    sweep_conf = np.zeros((len(DEFAULT_THRESHOLDS), k, k), np.int64) if is_cams else None
 
     def one(image_id: str) -> dict:
-        hard = spec.read(art, image_id, k, need_scores)
+        if is_cams:
+            from wsss.stages.cam import read_cams
+
+            cams, cam_classes = read_cams(art, image_id, k)
+            hard = _cam_reader(art, image_id, k, False, threshold=cam_threshold)
+        else:
+            hard = spec.read(art, image_id, k, need_scores)
         gt = load_ground_truth(dataset, image_id)
         gt_path = dataset.mask_path(image_id)
         label = hard.label
@@ -296,6 +335,10 @@ def run(
                     f"{hard.scores.shape}. Pass a reference made for the same images."
                 )
             result["soft"] = np.array(M.soft_jaccard_sums(hard.scores, ref))
+        if is_cams:
+            sweep = ThresholdSweep(k)
+            sweep.update(cams, cam_classes, gt)
+            result["sweep"] = sweep.confusions
         return result
 
     ctx = init_distributed()
@@ -311,7 +354,7 @@ def run(
     error: UserError | None = None
     try:
         _accumulate(one, mine, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
-                    "eval" + (" + crf" if crf is not None else ""), ctx.is_main)
+                    "eval" + (" + crf" if crf is not None else ""), ctx.is_main, sweep_conf=sweep_conf)
     except UserError as exc:
         error = exc
     # every rank learns whether one failed, so none waits forever in the all-reduces below
@@ -326,6 +369,8 @@ def run(
     f_table = all_reduce_sum(f_table)
     f_present = all_reduce_sum(f_present)
     soft_table = all_reduce_sum(soft_table)
+    if sweep_conf is not None:
+        sweep_conf = all_reduce_sum(sweep_conf)
 
     region = _region_report(conf, classes)
     report: dict[str, Any] = {
@@ -380,6 +425,17 @@ def run(
         lo, hi = soft_table[:, 0].sum(), soft_table[:, 1].sum()
         report["reference"] = ref_art.provenance()
         report["soft_jaccard"] = float(lo / hi) if hi > 0 else 1.0
+    if sweep_conf is not None:
+        j = np.array([M.mean_iou(c) for c in sweep_conf], dtype=np.float64)
+        best = int(np.nanargmax(j)) if np.isfinite(j).any() else 0
+        report["cam"] = {
+            "threshold": cam_threshold,
+            "label": "arg-max over {t, CAMs of the image's tagged classes}; J/F above are at this t",
+            "sweep": {"thresholds": [float(t) for t in DEFAULT_THRESHOLDS], "j": [_nan_to_none(float(v)) for v in j],
+                      "best_threshold": float(DEFAULT_THRESHOLDS[best]), "best_j": _nan_to_none(float(j[best])),
+                      "convention": "one confusion over the set per t (GT 255 ignored), mean IoU over classes "
+                                    "present in GT or prediction (cam.md, HFPL code)"},
+        }
     report["confusion"] = region["confusion"]
 
     report["path"] = str(path)
