@@ -81,3 +81,46 @@ def test_finalize_sees_every_image(tmp_path):
     assert totals["n"] == len(IDS)
     assert totals["sum"] == sum(int(_image_fn(i)[0]["label"].sum()) for i in IDS)
     assert art.json_attr("stats") == {"images": len(IDS)}
+
+
+_RANK_FAILURE_SCRIPT = """
+import sys
+import numpy as np
+from wsss.errors import UserError
+from wsss.parallel import run_per_image
+
+def fn(image_id):
+    if image_id == "i1":  # ids[1::2] go to rank 1: only rank 1 fails
+        raise UserError("i1.png: corrupt image. Replace it.")
+    return {"label": np.zeros((2, 2), np.uint8)}, None
+
+try:
+    run_per_image(fn, [f"i{k}" for k in range(4)],
+                  {"path": sys.argv[1], "kind": "seeds", "classes": ["a"], "config": {}})
+except UserError as exc:
+    print(f"rank error: {exc}", flush=True)
+    sys.exit(2)
+"""
+
+
+def test_torchrun_rank_failure_stops_every_rank(tmp_path):
+    """An input error on one rank must not leave the other waiting at a barrier."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not installed")
+    script = tmp_path / "job.py"
+    script.write_text(_RANK_FAILURE_SCRIPT)
+    out = tmp_path / "out.h5"
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node", "2", str(script), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "i1.png: corrupt image" in text
+    assert "other rank(s) stopped" in text
+    assert not out.exists()

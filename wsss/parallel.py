@@ -164,33 +164,60 @@ def run_per_image(
     else:
         target = final
     my_ids = shard(ids, ctx)
-    with ArtifactWriter(target, resume=resume, **args) as writer:
-        todo = [i for i in my_ids if i not in writer.done]
-        with progress_bar(description, total=len(my_ids), enabled=ctx.is_main) as advance:
-            advance(len(my_ids) - len(todo))
-            for image_id, (arrays, attrs) in map_images(fn, todo, workers):
-                writer.write(image_id, arrays, attrs)
-                if on_result is not None:
-                    on_result(image_id, arrays, attrs)
-                advance(1)
-        if ctx.world_size == 1:
-            if finalize is not None:
+
+    def write_shard() -> Path:
+        with ArtifactWriter(target, resume=resume, **args) as writer:
+            todo = [i for i in my_ids if i not in writer.done]
+            with progress_bar(description, total=len(my_ids), enabled=ctx.is_main) as advance:
+                advance(len(my_ids) - len(todo))
+                for image_id, (arrays, attrs) in map_images(fn, todo, workers):
+                    writer.write(image_id, arrays, attrs)
+                    if on_result is not None:
+                        on_result(image_id, arrays, attrs)
+                    advance(1)
+            if ctx.world_size == 1 and finalize is not None:
                 finalize(writer)
             return writer.commit()
-        writer.commit()  # the shard file <final>.rank<r>
-    barrier()
-    if ctx.is_main:
+
+    if ctx.world_size == 1:
+        return write_shard()
+
+    def join_shards() -> None:
         with ArtifactWriter(final, **args) as joined:
             for r in range(ctx.world_size):
-                shard_path = final.with_name(f"{final.name}.rank{r}")
-                joined.copy_images_from(shard_path)
+                joined.copy_images_from(final.with_name(f"{final.name}.rank{r}"))
             if finalize is not None:
                 finalize(joined)
             joined.commit()
         for r in range(ctx.world_size):
             final.with_name(f"{final.name}.rank{r}").unlink(missing_ok=True)
-    barrier()
+
+    run_on_all_ranks(write_shard)
+    run_on_all_ranks(join_shards if ctx.is_main else (lambda: None))
     return final
+
+
+def run_on_all_ranks(step: Callable[[], Any]) -> Any:
+    """Run one step of a collective job on every rank, then agree on whether all succeeded.
+
+    A rank whose step raised re-raises its error; the other ranks raise a :class:`UserError`
+    pointing at it, instead of waiting forever at the next barrier. In a single process this
+    just calls ``step``.
+    """
+    if distributed_context().world_size == 1:
+        return step()
+    error: BaseException | None = None
+    result = None
+    try:
+        result = step()
+    except Exception as exc:  # noqa: BLE001 - re-raised below after the vote
+        error = exc
+    failed = int(all_reduce_sum(np.array([1 if error is not None else 0], dtype=np.int64))[0])
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError(f"{failed} other rank(s) stopped with an error (see their messages above); nothing was written.")
+    return result
 
 
 __all__ = [
@@ -200,6 +227,7 @@ __all__ = [
     "distributed_context",
     "init_distributed",
     "map_images",
+    "run_on_all_ranks",
     "run_per_image",
     "shard",
 ]

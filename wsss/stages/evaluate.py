@@ -53,7 +53,7 @@ from wsss.artifacts import Artifact
 from wsss.crf import CRFParams
 from wsss.data import Dataset, check_label_map, load_label_png
 from wsss.errors import UserError
-from wsss.parallel import all_reduce_sum, init_distributed, map_images, shard
+from wsss.parallel import all_reduce_sum, init_distributed, map_images, run_on_all_ranks, shard
 from wsss.progress import progress_bar
 from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, refine, resolve_dataset
 
@@ -351,18 +351,10 @@ def run(
     f_table = np.zeros((len(ids), k), np.float64)
     f_present = np.zeros((len(ids), k), np.int64)
     soft_table = np.zeros((len(ids), 2), np.float64)
-    error: UserError | None = None
-    try:
-        _accumulate(one, mine, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
-                    "eval" + (" + crf" if crf is not None else ""), ctx.is_main, sweep_conf=sweep_conf)
-    except UserError as exc:
-        error = exc
     # every rank learns whether one failed, so none waits forever in the all-reduces below
-    failed = all_reduce_sum(np.array([int(error is not None)], np.int64))
-    if error is not None:
-        raise error
-    if failed[0]:
-        raise UserError(f"{art.path}: evaluation failed on another rank. See its error message above.")
+    run_on_all_ranks(lambda: _accumulate(
+        one, mine, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
+        "eval" + (" + crf" if crf is not None else ""), ctx.is_main, sweep_conf=sweep_conf))
     conf = all_reduce_sum(conf)
     conf_unl = all_reduce_sum(conf_unl)
     valid_pixels = all_reduce_sum(valid_pixels)
