@@ -1,8 +1,11 @@
 """Class activation maps from image tags (cam.md): classifier, GAP / ISL / FSL losses, multi-scale
 export, CAM → seeds, background-threshold sweep.
 
-The training loop and the ``wsss cam`` commands live elsewhere (``wsss.training``, ``wsss_cli``);
-this package holds the maths, importable without them.
+Training: :mod:`wsss.cam.training` (``CamTask`` on the toolkit's one loop, ``wsss.training.run_task``;
+backbones and ``--weights`` from :mod:`wsss.models.backbones`). Stages: :mod:`wsss.stages.cam`
+(``wsss cam train | export | seeds``). ``build_backbone`` / ``build_cam_classifier`` here are the
+weight-free torchvision feature extractors used by the benchmarks and the maths tests; the
+training stage uses :func:`wsss.cam.training.build_cam_model`.
 """
 
 from wsss.cam.classifier import (CamClassifier, build_backbone, build_cam_classifier, foreground_scores,
