@@ -69,6 +69,17 @@ def init_distributed(backend: str | None = None) -> DistributedContext:
     return ctx
 
 
+def shutdown_distributed() -> None:
+    """Destroy the process group if one was created (a live gloo group aborts at interpreter exit)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     """Synchronise all ranks (no-op in a single process)."""
     if distributed_context().world_size > 1:
@@ -230,4 +241,5 @@ __all__ = [
     "run_on_all_ranks",
     "run_per_image",
     "shard",
+    "shutdown_distributed",
 ]

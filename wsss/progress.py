@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 
@@ -28,9 +29,25 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
         yield lambda n=1, info=None: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     console = Console(file=sys.stderr)
+    if not console.is_terminal:
+        # CI logs and pipes: no live bar (rich would print a frame per refresh, and one more
+        # before an error message); one summary line once the work is done, none on error.
+        done = 0
+        start = time.monotonic()
+
+        def count(n: int = 1, info: str | None = None) -> None:
+            nonlocal done
+            done += n
+
+        yield count
+        of = f"/{total}" if total is not None else ""
+        console.print(f"{description}: {done}{of} done in {time.monotonic() - start:.1f} s", highlight=False)
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -39,9 +56,7 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     ]
-    # Outside a terminal (CI logs, pipes) draw nothing: rich would print one final frame per
-    # bar, interleaved with results and error lines.
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
+    with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str | None = None) -> None:

@@ -66,7 +66,12 @@ for _name in COMMAND_MODULES:
 
 def run() -> None:
     """Console-script entry point."""
-    app()
+    from wsss.parallel import shutdown_distributed
+
+    try:
+        app()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == "__main__":
