@@ -116,6 +116,26 @@ def test_resume_reproduces_uninterrupted_run(toy, tmp_path):
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
 
 
+def test_resume_before_first_checkpoint_starts_afresh(toy, tmp_path):
+    """A run stopped before its first checkpoint holds config.json but no last.pt: --resume restarts
+    it from scratch (same weights as an uninterrupted run), a plain start still refuses."""
+    _, seeds = toy
+    base = dict(seeds=str(seeds), epochs=1, **TINY)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **base))
+    part = tmp_path / "part"
+    train(TrainConfig(out=str(part), **base))
+    (part / "last.pt").unlink()
+    for ckpt in (part / "checkpoints").glob("*.pt"):
+        ckpt.unlink()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(TrainConfig(out=str(part), **base))
+    with pytest.warns(UserWarning, match="no checkpoint to resume from"):
+        train(TrainConfig(out=str(part), resume=True, **base))
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
 def test_pseudolabels_soft_targets_reach_the_loss(toy, tmp_path):
     from wsss.artifacts import ArtifactWriter
     from wsss.data import open_dataset

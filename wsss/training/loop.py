@@ -316,9 +316,11 @@ def run_task(task: TrainingTask, cfg: Any, on_step: Callable[[dict[str, Any]], N
 
     torch.manual_seed(cfg.seed)
     state = None
-    if cfg.resume:
-        if not run.last.exists():
-            raise UserError(f"{run.root}: no last.pt to resume from. Start the run without --resume.")
+    # --resume of a run stopped before its first checkpoint: nothing to continue, start afresh
+    fresh_over_interrupted = cfg.resume and not run.last.exists()
+    if fresh_over_interrupted and ctx.is_main:
+        warnings.warn(f"{run.root}: no checkpoint to resume from yet; starting the run from the beginning.")
+    if cfg.resume and not fresh_over_interrupted:
         state = load_checkpoint(run.last)
         old = state.get("config", {}).get("train", {})
         diff = sorted(k for k in set(_comparable(old)) | set(_comparable(train_config)) if old.get(k) != train_config.get(k))
@@ -331,7 +333,7 @@ def run_task(task: TrainingTask, cfg: Any, on_step: Callable[[dict[str, Any]], N
         model = task.empty_model()
         model.load_state_dict(state["model"])
     else:
-        if run.last.exists() or run.config_path.exists():
+        if run.last.exists() or (run.config_path.exists() and not fresh_over_interrupted):
             raise UserError(f"{run.root}: already holds a run. Pass --resume to continue it, or choose another --out.")
         if ctx.world_size > 1:
             import torch.distributed as dist
