@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
             help="Mark pixels within this many px of a class boundary as 255 (ignore), like VOC's void band. 0 = off.",
         ),
     ) -> None:
-        """Generate the procedural demo dataset: textured shapes (one shape family per class) with overlapping colours on cluttered gradient backgrounds, with dense masks.
+        """Generate the procedural demo dataset: textured shapes (one shape family and one saturated hue per class, wobbly outlines, rims that fade towards grey) on grey gradient backgrounds with clutter, some of it coloured like an object class, with dense masks.
 
-        Defaults (64 train / 32 val images of 96×96, 5 classes) train to a useful mIoU in minutes on a 2-core CPU. The same --seed gives byte-identical files; --train N gives the first N images of any larger --train.
+Class identity is learnable from colour and texture in minutes; exact outlines follow colour edges but not the interior colours, so scribbles alone place them poorly and edge-aware losses help (module wsss.data.demo, docs/demo-results.md). Defaults (64 train / 32 val images of 96×96, 5 classes) train to a useful mIoU in minutes on a 2-core CPU (examples/compare-losses.sh). The same --seed gives byte-identical files; --train N gives the first N images of any larger --train.
         """
         from wsss.data.demo import generate_demo
 

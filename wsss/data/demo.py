@@ -8,24 +8,37 @@
     OUT/train/masks/train_0000.png    H×W grey, class indices (255 = ignore band, when enabled)
     OUT/val/images/val_0000.png ...
 
-What a scene holds (all sizes relative to ``s = min(H, W)``):
+What a scene holds (all sizes relative to ``s = min(H, W)``; constants are module attributes):
 
-- **Background** (class 0): a linear colour gradient between two random colours, low-frequency
-  colour noise, and 2–6 clutter patches (small blobs, boxes, long thin bars) whose colour is half
-  the time drawn from an object class's colour distribution. Clutter makes colour edges that are
-  not object boundaries.
-- **Objects**: 1–4 per image, classes drawn uniformly, radius 0.14–0.30 s, random centre (may
-  cross the border), rotation and aspect; later objects occlude earlier ones. Class ``c`` has a
-  shape family (ellipse, rectangle, triangle, blob, ring, cross, star; in that order), a mean
-  colour with a per-object spread wide enough for the classes' colours to overlap, a linear
-  shading, and a texture (smooth, stripes, grain, mottled). About one object in seven is
-  "camouflaged" (coloured like the background under it), so some object boundaries have no
-  colour edge.
+- **Background** (class 0): a linear gradient between two *desaturated* colours (grey level
+  U(50, 200) plus a small per-channel tint, :data:`BACKGROUND_TINT`), low-frequency colour noise,
+  and 3–7 clutter patches (small blobs, boxes, long thin bars). A clutter patch is a "confuser"
+  with probability :data:`CONFUSER_PROBABILITY`: coloured like an object class, so colour alone
+  does not decide the class (shape, size and context do); otherwise it is another grey. Clutter
+  makes colour edges that are not object boundaries, also right next to objects.
+- **Objects**: 1–4 per image, classes drawn uniformly, radius 0.15–0.32 s, random centre (may
+  cross the border), rotation and aspect; later objects occlude earlier ones and the clutter, so
+  objects touch. Class ``c`` has a shape family (ellipse, rectangle, triangle, blob, ring, cross,
+  star; in that order) whose outline wobbles randomly (:data:`OUTLINE_WOBBLE`), so the outline is
+  not predictable from the shape prior; thin parts (ring, cross, star) are narrow. Each family has
+  a saturated mean colour (:data:`FAMILY_COLOURS`, hues far apart) with a small per-object spread
+  (:data:`COLOUR_SPREAD`), a linear shading and a texture (smooth, stripes, grain, mottled), so
+  class identity is learnable from random initialisation in minutes.
+- **Rims**: near its outline every object's colour fades smoothly towards a random grey
+  (strength :data:`RIM_STRENGTH`, width :data:`RIM_WIDTH` of the radius). The rim has no colour
+  edge towards the interior but (mostly) one towards the background, and its colours are never
+  under an interior scribble: a network trained on scribbles alone places the outline poorly,
+  while edge-aware regularizers (CRF / Potts, self-labeling) carry the interior label out to the
+  colour edge. This is the demo's stand-in for the appearance variation of real objects.
+- About one object in twenty is "camouflaged" (:data:`CAMOUFLAGE_PROBABILITY`: coloured like the
+  background under it), so some boundaries have no colour edge.
 - A light blur (σ = 0.7 px) softens edges, and pixel noise (σ = 4) is added.
 
 So colour edges mostly, but not always, coincide with object boundaries: scribbles + partial
-cross-entropy learn colour/texture but place boundaries poorly, edge-aware regularizers (CRF,
-Potts) move them to the colour edges, and full masks still do better on camouflaged objects.
+cross-entropy learn the class colours but place boundaries poorly (rims) and mistake confusers for
+objects, edge-aware regularizers move boundaries to the colour edges, and full masks still do
+better on confusers and camouflaged objects. Measured on the defaults (one seed, CPU budget of
+``examples/compare-losses.sh``): docs/demo-results.md.
 
 Every image has its own random stream seeded by ``(seed, split, index)``: the same seed gives
 byte-identical files, and ``--train 8`` makes the first 8 images of ``--train 64``.
@@ -37,22 +50,37 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, maximum_filter, minimum_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter, maximum_filter, minimum_filter
 
 from wsss.errors import UserError
 from wsss.progress import progress_bar
 
 #: shape family of object classes 1, 2, ... (class 0 is background)
 SHAPE_FAMILIES = ("ellipse", "rectangle", "triangle", "blob", "ring", "cross", "star")
-#: mean RGB colour of each family (per-object spread :data:`COLOUR_SPREAD` makes them overlap)
+#: mean RGB colour of each family: saturated hues, far apart from each other and from the
+#: desaturated background, so that class identity is learnable from random init in minutes.
 FAMILY_COLOURS = np.array(
-    [[190, 70, 60], [60, 120, 190], [80, 170, 80], [200, 170, 60], [150, 80, 170], [210, 120, 160], [70, 180, 180]],
+    [[200, 60, 50], [50, 90, 200], [60, 170, 70], [225, 190, 50], [150, 70, 185], [225, 100, 175], [60, 190, 200]],
     dtype=np.float64,
 )
 #: texture of each family
 FAMILY_TEXTURES = ("smooth", "stripes", "grain", "mottled", "smooth", "stripes", "grain")
-COLOUR_SPREAD = 35.0
-CAMOUFLAGE_PROBABILITY = 0.15
+#: per-object, per-channel std of the colour around its family's mean (small: hues stay apart)
+COLOUR_SPREAD = 15.0
+#: std of the tint of the (grey) background colours, per channel (small: background stays desaturated)
+BACKGROUND_TINT = 14.0
+#: probability that a clutter patch is coloured like an object class (a "confuser": the colour
+#: says object, the shape and size say background)
+CONFUSER_PROBABILITY = 0.4
+#: probability that an object is coloured like the background under its centre (no colour edge)
+CAMOUFLAGE_PROBABILITY = 0.05
+#: relative amplitude of the random low-frequency wobble of every object outline
+OUTLINE_WOBBLE = 0.12
+#: range of the strength of an object's rim: near its outline the colour fades towards a grey
+#: (the rim colour at the outline is ``s·grey + (1 − s)·colour``)
+RIM_STRENGTH = (0.4, 0.8)
+#: range of the rim's width (e-folding distance from the outline) relative to the object radius
+RIM_WIDTH = (0.12, 0.25)
 MAX_CLASSES = 1 + len(SHAPE_FAMILIES)
 
 #: defaults of ``wsss demo-data`` (sized to train in minutes on a 2-core CPU)
@@ -133,8 +161,30 @@ def _texture(kind: str, u: np.ndarray, radius: float, shape: tuple[int, int], rn
 
 
 # -- one scene ----------------------------------------------------------------------------------
+def _wobble(u: np.ndarray, v: np.ndarray, amplitude: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Radially perturb a local frame so that a shape's outline wobbles.
+
+    The local radius is divided by ``1 + amplitude · Σ_m a_m cos(m φ + φ_m)`` (harmonics 3–6,
+    random weights summing to 1), which moves the outline in and out by up to ``amplitude`` of the
+    radius. u, v: H×W float64 local coordinates; returns the perturbed pair.
+    """
+    if amplitude <= 0:
+        return u, v
+    phi = np.arctan2(v, u)
+    weights = rng.uniform(0.0, 1.0, 4)
+    weights /= weights.sum()
+    wobble = sum(w * np.cos(m * phi + rng.uniform(0, 2 * np.pi)) for w, m in zip(weights, (3, 4, 5, 6)))
+    factor = 1.0 + amplitude * wobble
+    return u / factor, v / factor
+
+
+def _grey(rng: np.random.Generator) -> np.ndarray:
+    """A desaturated background colour: grey level U(50, 200) plus a per-channel tint N(0, BACKGROUND_TINT)."""
+    return rng.uniform(50, 200) + rng.normal(0.0, BACKGROUND_TINT, 3)
+
+
 def render_scene(rng: np.random.Generator, height: int, width: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one demo image and its dense mask.
+    """Draw one demo image and its dense mask (see the module docstring for what a scene holds).
 
     Args:
         rng: the image's random stream (the result depends on nothing else).
@@ -149,37 +199,37 @@ def render_scene(rng: np.random.Generator, height: int, width: int, num_classes:
     grid = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
     yy, xx = grid
 
-    # background: gradient between two colours + low-frequency colour noise
-    c1, c2 = rng.uniform(40, 215, size=(2, 3))
+    # background: gradient between two desaturated colours + low-frequency colour noise
+    c1, c2 = _grey(rng), _grey(rng)
     angle = rng.uniform(0, 2 * np.pi)
     t = (yy * np.sin(angle) + xx * np.cos(angle))
     t = (t - t.min()) / max(t.max() - t.min(), 1e-8)
     image = c1 * (1 - t[..., None]) + c2 * t[..., None]
     low = gaussian_filter(rng.normal(0.0, 1.0, (height, width, 3)), (scale / 8, scale / 8, 0))
-    image += 18.0 * low / (low.std() + 1e-8)
+    image += 12.0 * low / (low.std() + 1e-8)
 
-    # clutter patches (background class)
-    for _ in range(int(rng.integers(2, 7))):
+    # clutter patches (background class): confusers coloured like an object class, or other greys
+    for _ in range(int(rng.integers(3, 8))):
         family = ("blob", "rectangle", "ellipse", "bar")[int(rng.integers(0, 4))]
-        radius = scale * (rng.uniform(0.25, 0.45) if family == "bar" else rng.uniform(0.04, 0.11))
+        radius = scale * (rng.uniform(0.25, 0.45) if family == "bar" else rng.uniform(0.04, 0.10))
         centre = rng.uniform(0, 1, 2) * (height, width)
         u, v = _local_frame((yy, xx), centre, radius, rng.uniform(0, 2 * np.pi))
         inside = _shape_mask(family, u, v, rng)
-        if rng.uniform() < 0.5:
+        if rng.uniform() < CONFUSER_PROBABILITY:
             colour = FAMILY_COLOURS[int(rng.integers(0, num_classes - 1))] + rng.normal(0, COLOUR_SPREAD, 3)
         else:
-            colour = rng.uniform(30, 225, 3)
+            colour = _grey(rng)
         image[inside] = np.clip(colour, 0, 255) + rng.normal(0.0, 5.0, (int(inside.sum()), 3))
 
-    # objects, later ones on top
+    # objects, later ones on top (they may touch and occlude each other and the clutter)
     mask = np.zeros(shape, dtype=np.uint8)
     for _ in range(int(rng.integers(1, 5))):
         label = int(rng.integers(1, num_classes))
         family = SHAPE_FAMILIES[label - 1]
-        radius = scale * rng.uniform(0.14, 0.3)
+        radius = scale * rng.uniform(0.15, 0.32)
         centre = rng.uniform(0.1, 0.9, 2) * (height, width)
         u, v = _local_frame((yy, xx), centre, radius, rng.uniform(0, 2 * np.pi))
-        inside = _shape_mask(family, u, v, rng)
+        inside = _shape_mask(family, *_wobble(u, v, OUTLINE_WOBBLE, rng), rng)
         if not inside.any():
             continue
         if rng.uniform() < CAMOUFLAGE_PROBABILITY:
@@ -187,9 +237,12 @@ def render_scene(rng: np.random.Generator, height: int, width: int, num_classes:
             colour = image[cy, cx] + rng.normal(0, 12.0, 3)
         else:
             colour = FAMILY_COLOURS[label - 1] + rng.normal(0, COLOUR_SPREAD, 3)
-        shading = 1.0 + 0.2 * u * np.cos(rng.uniform(0, 2 * np.pi))  # H×W, linear across the object
+        shading = 1.0 + 0.15 * u * np.cos(rng.uniform(0, 2 * np.pi))  # H×W, linear across the object
         fill = np.clip(colour, 0, 255) * shading[..., None]
         fill += _texture(FAMILY_TEXTURES[label - 1], u, radius, shape, rng)[..., None]
+        # rim: fades towards a grey near the outline (smoothly, so no colour edge inside the object)
+        rim = np.exp(-distance_transform_edt(inside) / (rng.uniform(*RIM_WIDTH) * radius))
+        fill += (rng.uniform(*RIM_STRENGTH) * rim)[..., None] * (_grey(rng) - fill)
         image[inside] = fill[inside]
         mask[inside] = label
 
