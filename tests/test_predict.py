@@ -93,3 +93,13 @@ def test_predict_cli_errors(trained, tmp_path):
     assert bad.exit_code == 2 and "--scales" in bad.output
     bad = runner.invoke(app, ["predict", str(tmp_path / "nothing"), "--out", str(tmp_path / "p.h5")])
     assert bad.exit_code == 2 and "no checkpoint" in bad.output
+
+
+def test_predict_refuses_a_cam_classifier_run(tmp_path):
+    from wsss.errors import UserError
+    from wsss.stages.predict import load_model
+    from wsss.training.run import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": "cam", "model": {}}, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="wsss cam export"):
+        load_model(tmp_path)

@@ -53,6 +53,10 @@ class PredictConfig:
 def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[DeepLabV3Plus, dict[str, Any]]:
     """The model of a checkpoint (eval mode, on ``device``) and the checkpoint dict (without weights)."""
     state = load_checkpoint(checkpoint)
+    task = state.get("task", "segmentation")
+    if task != "segmentation":
+        hint = " Use 'wsss cam export' for a CAM classifier run." if task == "cam" else ""
+        raise UserError(f"{checkpoint}: holds a '{task}' run, not a segmentation network.{hint}")
     model = DeepLabV3Plus(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     model.to(device).eval()
