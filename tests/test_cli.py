@@ -55,3 +55,10 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "junk.h5" in lines[0] and "error" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_help_keeps_bracketed_default_sources():
+    """Option help quotes its source as "[paper: 60]"; rich markup would swallow the brackets."""
+    result = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "[paper: 60]" in result.output
