@@ -62,3 +62,26 @@ def test_help_keeps_bracketed_default_sources():
     result = runner.invoke(app, ["train", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "[paper: 60]" in result.output
+
+
+def _leaf_commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a group (typer may vendor its own click)
+            yield from _leaf_commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,), cmd
+
+
+def test_every_option_and_argument_is_explained():
+    import typer.main
+
+    missing = []
+    for path, cmd in _leaf_commands(typer.main.get_command(app)):
+        if not (cmd.help or "").strip():
+            missing.append(" ".join(path) + ": command help")
+        for param in cmd.params:
+            if param.name == "help" or getattr(param, "hidden", False):
+                continue
+            if not (getattr(param, "help", None) or "").strip():
+                missing.append(f"{' '.join(path)} {param.name}")
+    assert not missing, f"options without help: {missing}"
