@@ -247,3 +247,101 @@ def grid_neighbourhood(image: Tensor, kind: str = "nn4", bandwidth: float = DEFA
     if valid is not None:
         nb = nb.drop_pairs_outside(valid)
     return nb
+
+
+class DenseNeighbourhood:
+    """DN: all unordered pairs ``p ≠ q`` of valid pixels, ``w_pq`` = the RGBXY Gaussian of
+    regularized-losses.md, applied through a dense Gaussian filter (self-labeling.md §5).
+
+    Only the second-order relaxations are supported, whose energies need one filtering ``W̃ y``
+    (``W̃`` = the filter, self-weights ``s_p = W̃_pp`` included, ``d̃ = W̃ 1``):
+
+    - ``quadratic``: ``Σ_{p<q} w ½‖y_p − y_q‖² = ½ Σ_p y_p·(d̃_p y_p − (W̃y)_p)`` (the self term cancels);
+    - ``bilinear``: ``Σ_{p<q} w (1 − y_pᵀy_q) = ½ Σ_p (d̃_p − s_p) − ½ Σ_p y_p·((W̃y)_p − s_p y_p)``
+      (the self term is subtracted, so no Gini-type unary is added).
+
+    Gradients flow through the filter's autograd (symmetric: backward = forward filtering).
+
+    Args:
+        image: ``B×3×H×W`` float RGB 0–255.
+        sigma_xy: spatial bandwidth (default 100, the paper's "bandwidth 100").
+        sigma_rgb: colour bandwidth (default 15, rloss's; not given by the paper).
+        valid: optional ``B×H×W`` bool mask; pairs with an endpoint outside are dropped.
+        filter_cls: ``wsss.filters.BilateralFilter`` (default, permutohedral lattice) or
+            ``wsss.filters.DenseGaussianFilter`` (exact, O(N²); tests and small images).
+    """
+
+    kind = "dn"
+
+    def __init__(self, image: Tensor, sigma_xy: float = DEFAULT_DN_SIGMA_XY,
+                 sigma_rgb: float = DEFAULT_DN_SIGMA_RGB, valid: Tensor | None = None, filter_cls=None):
+        from wsss.filters import BilateralFilter
+
+        _check_image(image)
+        b, _, h, w = image.shape
+        valid = _check_valid(valid, b, h, w)
+        self.filter_cls = filter_cls or BilateralFilter
+        self.image, self.sigma_xy, self.sigma_rgb = image, float(sigma_xy), float(sigma_rgb)
+        self.valid = valid
+        self.filter = self.filter_cls(image, self.sigma_xy, self.sigma_rgb,
+                                      None if valid is None else valid[:, None])
+        self._within: Tensor | None = None
+        self._within_energy: dict = {}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(B, H, W)``."""
+        return tuple(self.filter.shape)  # type: ignore[return-value]
+
+    def degree(self) -> Tensor:
+        """``d_p = Σ_{q≠p} w_pq``: ``B×1×H×W`` float32 (0 outside ``valid``)."""
+        return self.filter.degree(torch.float32) - self.filter.self_weight()
+
+    def _energy_all(self, y: Tensor, relaxation: Relaxation, filt) -> Tensor:
+        wy = filt(y)
+        s = filt.self_weight().to(y.dtype)
+        d = filt.degree(y.dtype)
+        if relaxation is quadratic:
+            return 0.5 * (y * (d * y - wy)).flatten(1).sum(1)
+        if relaxation is bilinear:
+            return 0.5 * (d - s).flatten(1).sum(1) - 0.5 * (y * (wy - s * y)).flatten(1).sum(1)
+        raise PottsError("--relaxation: the dense neighbourhood (dn) supports only bilinear and quadratic. "
+                         "Use one of those, or --neighbourhood nn4/nn8.")
+
+    def energy(self, y: Tensor, relaxation: Relaxation) -> Tensor:
+        """Per-image ``Σ_{p<q} w_pq P(y_p, y_q)``; y: ``B×K×H×W`` float. Returns ``B``.
+
+        After :meth:`drop_pairs_within`, pairs inside the mask are excluded; their (constant) energy is
+        computed once, from ``y`` at the first call, assuming ``y`` stays fixed there (seeds).
+        """
+        e = self._energy_all(y, relaxation, self.filter)
+        if self._within is not None:
+            key = relaxation.__name__
+            if key not in self._within_energy:
+                inner_valid = self._within if self.valid is None else self._within & self.valid
+                inner = self.filter_cls(self.image, self.sigma_xy, self.sigma_rgb, inner_valid[:, None])
+                with torch.no_grad():
+                    self._within_energy[key] = self._energy_all(y.detach(), relaxation, inner)
+            e = e - self._within_energy[key].to(e.dtype)
+        return e
+
+    pair_terms = energy
+
+    def drop_pairs_within(self, mask: Tensor) -> "DenseNeighbourhood":
+        """Exclude pairs with both endpoints in ``mask`` (``B×H×W`` bool, e.g. seeds) from
+        :meth:`energy` values (they are constant when ``y`` is fixed on the mask). Returns ``self``."""
+        self._within = mask.bool()
+        self._within_energy = {}
+        return self
+
+
+def make_neighbourhood(image: Tensor, kind: str = "nn4", *, bandwidth: float = DEFAULT_BANDWIDTH,
+                       diagonal_weighting: bool = True, valid: Tensor | None = None,
+                       weight_offset: float = 0.0, sigma_xy: float = DEFAULT_DN_SIGMA_XY,
+                       sigma_rgb: float = DEFAULT_DN_SIGMA_RGB, filter_cls=None):
+    """Build the neighbourhood ``kind`` (``nn4``, ``nn8`` or ``dn``) for ``B×3×H×W`` float images
+    (RGB 0–255); grid options go to :func:`grid_neighbourhood`, DN options to :class:`DenseNeighbourhood`."""
+    kind = kind.lower()
+    if kind == "dn":
+        return DenseNeighbourhood(image, sigma_xy, sigma_rgb, valid, filter_cls)
+    return grid_neighbourhood(image, kind, bandwidth, diagonal_weighting, valid, weight_offset)
