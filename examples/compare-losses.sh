@@ -17,7 +17,7 @@
 #                            MobileNetV2 ×0.5 with 64 ASPP/decoder channels: the decoder's 3×3
 #                            convs dominate the CPU cost at 256 channels (4× slower, same mIoU here)
 #   WEIGHTS                  a torchvision state dict for the backbone (default: random init)
-#   GRID_LAMBDA [0.5]         gridcrf λ (tuned on the demo val split, docs/demo-results.md)
+#   GRID_LAMBDA [0.5]        gridcrf λ (tuned on the demo val split, docs/demo-results.md)
 #   DENSE_LAMBDA [7.5e-4]    densecrf λ (tuned likewise; wsss default ≈ 7.75e-5)
 #   ETA, SL_LAMBDA [0.3, 6]  collision η and λ (tuned likewise; solver defaults 0.3 / 6)
 #   WARMUP [8]               pCE-only epochs before self-labeling (about a quarter of EPOCHS)
@@ -25,8 +25,11 @@
 #                            the CPU budget: the paper's plain GD needs 200 steps (lr 0.075); Nesterov
 #                            momentum starts from the network logits and gets there in far fewer steps.
 #                            Use SOLVER_STEPS=200 SOLVER_OPTIMIZER=sgd for the paper's solver.
+#   OMP_NUM_THREADS [1]      torch threads per run; 1 keeps a shared machine responsive (on an idle
+#                            machine 2 threads are somewhat faster; oversubscribed threads are far slower)
 #   WSSS [wsss], PYTHON [python]
 set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 OUT=${1:?usage: examples/compare-losses.sh OUT_DIR}
 TRAIN=${TRAIN:-64}
