@@ -4,11 +4,26 @@
   :func:`wsss.data.demo.generate_demo`: 8 train + 4 val images of 64×64, 4 classes
   (background, ellipse, rectangle, triangle), seed 0. Read-only: copy it before modifying.
 - ``demo_train`` / ``demo_val``: the opened train / val splits (:class:`wsss.data.base.Dataset`).
+- every test runs with one torch thread (see ``_one_torch_thread``).
 """
 
 from __future__ import annotations
 
 import pytest
+
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread for the whole suite: the tests use tiny tensors, and on a 2-core machine
+    (CI) spinning OpenMP threads cost far more CPU time than they save."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 
 DEMO_TINY = {"train": 8, "val": 4, "size": (64, 64), "classes": 4, "seed": 0}
 

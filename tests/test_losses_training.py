@@ -16,14 +16,6 @@ from wsss.models import DeepLabV3Plus, ModelConfig
 from wsss.training.toy import _image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two spinning OpenMP threads cost ~30× CPU time."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _batch(b=2, size=32, seed=0):
     rng = np.random.default_rng(seed)

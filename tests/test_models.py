@@ -11,14 +11,6 @@ from wsss.errors import UserError
 from wsss.models import DeepLabV3Plus, ModelConfig, build_model, load_backbone_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two spinning OpenMP threads cost ~30× CPU time."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.mark.parametrize("backbone,os_,width", [("mobilenet_v2", 16, 0.25), ("mobilenet_v2", 8, 0.25),
                                                ("resnet50", 16, 1.0), ("resnet50", 8, 1.0)])

@@ -13,14 +13,6 @@ from wsss.training import TrainConfig, train
 from wsss.training.toy import make_toy_data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two spinning OpenMP threads cost ~30× CPU time."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 class PixelModel(nn.Module):
     """A per-pixel model (1×1 conv): equivariant to flips, and to resizing up to interpolation."""

@@ -29,13 +29,6 @@ TINY = dict(backbone="mobilenet_v2", width_mult=0.25, output_stride=8, epochs=2,
             resize_long_min=40, resize_long_max=56, crop_size=48, progress=False, log_every=1, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -17,14 +17,6 @@ TINY = dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, batch_si
             lr=0.01, progress=False, log_every=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two spinning OpenMP threads cost ~30× CPU time."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
