@@ -19,7 +19,8 @@ Optimizers (``SolverConfig.optimizer``):
   priors, solved by multigrid-preconditioned CG, :mod:`wsss.potts.linear`), warm-started from the
   initialization; (2) 50 steps of Jacobi-preconditioned mirror descent with Nesterov momentum on the
   actual energy: ``v ← v − lr · ∇_y E / (λ d_p + η_p)`` (``d_p`` the weighted degree, per-entry step
-  clipped at ``max_step``). When the surrogate *is* the energy (``quadratic`` Potts with η = 0, no
+  clipped at ``max_step``; per image, momentum is dropped and the step halved whenever the energy
+  rises). When the surrogate *is* the energy (``quadratic`` Potts with η = 0, no
   predictions, or the ``quadratic`` CE) step (2) is skipped. Chosen by measurement
   (benchmarks/solver.py): it meets the ≥ 99.5 % soft-Jaccard requirement of §6 from a uniform
   initialization where plain GD cannot.
@@ -162,10 +163,10 @@ class _Problem:
         return y, log_y
 
     def energy(self, y: Tensor, log_y: Tensor) -> Tensor:
-        """Batch sum of ``E`` (scalar)."""
-        e = self.lam * self.nb.energy(y, self.relax).sum()
+        """Per-image ``E`` (``B``); the solver minimizes their sum."""
+        e = self.lam * self.nb.energy(y, self.relax)
         if self.log_sigma is not None:
-            e = e + (self.unary[:, 0] * self.ce(log_y, self.log_sigma)).sum()
+            e = e + (self.unary[:, 0] * self.ce(log_y, self.log_sigma)).flatten(1).sum(1)
         return e
 
 
@@ -177,7 +178,7 @@ def _optimize_torch(pb: _Problem, v: Tensor, cfg: SolverConfig) -> Tensor:
         opt = torch.optim.Adam([v], lr=cfg.lr)
     for _ in range(cfg.steps):
         opt.zero_grad(set_to_none=True)
-        pb.energy(*pb.labels(v)).backward()
+        pb.energy(*pb.labels(v)).sum().backward()
         opt.step()
     return v.detach()
 
@@ -187,15 +188,23 @@ def _optimize_mirror(pb: _Problem, v: Tensor, cfg: SolverConfig) -> Tensor:
     scale = 1.0 / (pb.lam * pb.nb.degree().to(v.dtype) + pb.unary).clamp_min(tiny)
     v = v.detach().clone()
     buf = torch.zeros_like(v)
+    lr = torch.full((v.shape[0], 1, 1, 1), cfg.lr, dtype=v.dtype, device=v.device)
+    prev = None
     for _ in range(cfg.steps):
         with torch.no_grad():
             y0, log_y0 = pb.labels(v + cfg.momentum * buf)
         y = y0.clone().requires_grad_(True)
         # ln y with d(ln y)/dy = 1/y, evaluated exactly at y0 (gradient with respect to y, not v)
         log_y = log_y0 + (y - y0) / y0.clamp_min(tiny)
-        (g,) = torch.autograd.grad(pb.energy(y, log_y), y)
+        e = pb.energy(y, log_y)
+        (g,) = torch.autograd.grad(e.sum(), y)
         with torch.no_grad():
-            step = (-cfg.lr * scale * g).clamp(-cfg.max_step, cfg.max_step)
+            if prev is not None:  # per-image function-value restart: drop momentum, halve the step
+                up = (e > prev)[:, None, None, None]
+                buf = torch.where(up, torch.zeros_like(buf), buf)
+                lr = torch.where(up, 0.5 * lr, lr)
+            prev = e.detach()
+            step = (-lr * scale * g).clamp(-cfg.max_step, cfg.max_step)
             buf = cfg.momentum * buf + step
             v = v + buf
     return v
