@@ -20,7 +20,7 @@ scribble): their value depends on tiny boundary weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ def prolong(x: Tensor, h: int, w: int) -> Tensor:
 
 @dataclass
 class _Op:
-    """``A x = mask ⊙ (diag ⊙ x − λ W x)`` with ``W`` the unknown–unknown edges."""
+    """``A x = diag ⊙ x − (λW) x`` with ``W`` the unknown–unknown edges (``nb`` holds ``λ w``)."""
 
     nb: GridNeighbourhood
     diag: Tensor  # B×1×H×W: λ·degree + c (the Jacobi diagonal); 0 on inactive nodes
@@ -60,13 +60,14 @@ class _Op:
     lam: float
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.mask * (self.diag * x - self.lam * self.nb.apply_weights(x))
+        # rows of inactive nodes are zero: their diagonal is 0 and ``nb`` has no edge at them
+        return self.diag * x - self.nb.apply_weights(x)
 
     def coarsen(self, c: Tensor) -> tuple["_Op", Tensor]:
-        nb = self.nb.coarsen()
+        nb = self.nb.coarsen()  # weights already carry λ
         cc = block_sum(c)
         mask = (block_sum(self.mask) > 0).to(c.dtype)
-        return _Op(nb, (self.lam * nb.degree() + cc) * mask, mask, self.lam), cc
+        return _Op(nb, (nb.degree() + cc) * mask, mask, self.lam), cc
 
 
 class _Multigrid:
@@ -147,7 +148,8 @@ def solve_quadratic(nb: GridNeighbourhood, seed_mask: Tensor, seed_onehot: Tenso
     if prior_weight is not None:
         rhs = rhs + c * prior.to(dt) * mask
     c_total = lam * to_seeds * mask + c
-    op = _Op(nb_uu, (lam * nb_uu.degree() + c_total) * mask, mask, lam)
+    nb_uu = replace(nb_uu, weights=tuple(lam * wt for wt in nb_uu.weights))
+    op = _Op(nb_uu, (nb_uu.degree() + c_total) * mask, mask, lam)
     mg = _Multigrid(op, c_total, SMOOTHING_SWEEPS, OVER_CORRECTION)
 
     def dot(a: Tensor, b: Tensor) -> Tensor:
@@ -162,7 +164,8 @@ def solve_quadratic(nb: GridNeighbourhood, seed_mask: Tensor, seed_onehot: Tenso
     it = 0
     for it in range(1, max_iter + 1):
         ap = op(p)
-        alpha = rz / dot(p, ap).clamp_min(tiny)
+        pap = dot(p, ap)
+        alpha = torch.where(pap > 0, rz / pap.clamp_min(tiny), torch.zeros_like(pap))
         x = x + alpha * p
         r = r - alpha * ap
         z = mg.vcycle(r)
