@@ -7,12 +7,7 @@ import math
 import pytest
 import torch
 
-from wsss.potts.errors import PottsError
-from wsss.potts.neighbourhoods import (
-    DenseNeighbourhood,
-    GridNeighbourhood,
-    grid_neighbourhood,
-)
+from wsss.potts.neighbourhoods import DenseNeighbourhood, grid_neighbourhood
 from wsss.potts.relaxations import RELAXATIONS, get_relaxation
 from wsss.potts.solver import SolverConfig
 

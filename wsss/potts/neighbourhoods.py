@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.potts.errors import PottsError
-from wsss.potts.relaxations import SECOND_ORDER, Relaxation, bilinear, quadratic
+from wsss.potts.relaxations import Relaxation, bilinear, quadratic
 
 #: Pair offsets ``(dy, dx)`` of each grid; every unordered pair appears once.
 GRID_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
