@@ -124,12 +124,12 @@ def test_cli_solver_options_reach_the_solver_config():
     from wsss_cli.train import loss_options
 
     opts = loss_options("collision", lam=3.0, eta=0.5, relaxation="bilinear", ce="reverse", neighbourhood="nn8",
-                        bandwidth=3.0, solver_steps=12, solver_lr=0.2, solver_optimizer="nesterov",
-                        solver_option=["momentum=0.5", "levels=2"], crf_option=[], hard=True)
+                        bandwidth=3.0, solver_steps=12, solver_lr=0.2, solver_optimizer="adam",
+                        solver_option=["momentum=0.5", "cg_max_iter=7"], crf_option=[], hard=True)
     loss = make_loss("collision", opts)
     cfg = loss.solver
     assert (cfg.lam, cfg.eta, cfg.relaxation, cfg.ce, cfg.neighbourhood, cfg.bandwidth) == (3.0, 0.5, "bilinear", "reverse", "nn8", 3.0)
-    assert (cfg.steps, cfg.lr, cfg.optimizer, cfg.momentum, cfg.levels) == (12, 0.2, "nesterov", 0.5, 2) and loss.hard
+    assert (cfg.steps, cfg.lr, cfg.optimizer, cfg.momentum, cfg.cg_max_iter) == (12, 0.2, "adam", 0.5, 7) and loss.hard
 
 
 def _train_steps(name, options, steps=6, seed=0):

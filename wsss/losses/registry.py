@@ -203,7 +203,8 @@ class SelfLabelingLoss(TrainingLoss):
     """``collision``: soft self-labeling (:mod:`wsss.losses.self_labeling`), or hard with ``hard=True``.
 
     The solver options are a :class:`wsss.potts.solver.SolverConfig` (defaults: the potts library's,
-    i.e. collision CE + collision divergence on NN4, η 0.3, λ 6, 200 steps, lr 0.075).
+    i.e. collision CE + collision divergence on NN4, η 0.3, λ 6, the ``mirror`` optimizer: convex start
+    + 50 preconditioned mirror-descent steps; ``optimizer=sgd`` gives the paper's 200 GD steps at lr 0.075).
     Default warm-up: 20 % of the epochs (toolkit choice, untuned; the paper's length is unknown).
     """
 
