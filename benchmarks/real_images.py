@@ -79,11 +79,11 @@ TABLES = ("main", "robustness")
 #: ``cuda``: one GPU; ``quick``: a smoke test (seconds per run), never a result.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(backbone="mobilenet_v2", width_mult=0.5, head_channels=64, crop_size=128, batch_size=8,
-                epochs=6, budget_minutes=20.0, solver_steps=None, limit_train=None, limit_val=None),
+                epochs=6, lr=0.02, budget_minutes=20.0, solver_steps=None, limit_train=None, limit_val=None),
     "cuda": dict(backbone="resnet50", width_mult=1.0, head_channels=256, crop_size=240, batch_size=12,
-                 epochs=60, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
+                 epochs=60, lr=0.007, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
     "quick": dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,
-                  epochs=1, budget_minutes=2.0, solver_steps=5, limit_train=6, limit_val=3),
+                  epochs=1, lr=0.02, budget_minutes=2.0, solver_steps=5, limit_train=6, limit_val=3),
 }
 QUICK_METHODS = ("pce", "collision")
 
@@ -206,6 +206,7 @@ class Settings:
     crop_size: int
     batch_size: int
     epochs: int
+    lr: float
     budget_minutes: float
     solver_steps: int | None
     limit_train: int | None
@@ -220,14 +221,14 @@ class Settings:
         """What every training run shares (the table header)."""
         return {"backbone": self.backbone, "width_mult": self.width_mult, "head_channels": self.head_channels,
                 "crop_size": self.crop_size, "batch_size": self.batch_size, "epochs": self.epochs,
-                "budget_minutes": self.budget_minutes, "solver_steps": self.solver_steps, "seed": self.seed,
+                "lr": self.lr, "budget_minutes": self.budget_minutes, "solver_steps": self.solver_steps, "seed": self.seed,
                 "device": self.device, "weights": None}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     preset = "quick" if args.quick else ("cuda" if args.device.startswith("cuda") else "cpu")
     p = dict(PRESETS[preset])
-    for key in ("backbone", "width_mult", "head_channels", "crop_size", "batch_size", "epochs", "budget_minutes",
+    for key in ("backbone", "width_mult", "head_channels", "crop_size", "batch_size", "epochs", "lr", "budget_minutes",
                 "solver_steps", "limit_train", "limit_val"):
         value = getattr(args, key, None)
         if value is not None:
@@ -332,7 +333,7 @@ def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any],
         seeds=str(seeds) if seeds is not None else None,
         pseudolabels=str(pseudolabels) if pseudolabels is not None else None,
         backbone=s.backbone, width_mult=s.width_mult, head_channels=s.head_channels, epochs=s.epochs,
-        batch_size=s.batch_size, crop_size=s.crop_size, warmup_epochs=warmup, seed=s.seed, device=s.device,
+        batch_size=s.batch_size, crop_size=s.crop_size, lr=s.lr, warmup_epochs=warmup, seed=s.seed, device=s.device,
         workers=0, log_every=10, progress=sys.stderr.isatty(),
         command=f"benchmarks/real_images.py ({run_dir.name})",
     )
@@ -443,7 +444,7 @@ def solve(s: Settings, seeds: Path, out: Path, predictions: Path | None) -> Path
         log(f"skip solve: {out} exists")
         return out
     log(f"solve{' --init uniform' if predictions is None else ''} → {out}")
-    cmd = [sys.executable, "-m", "wsss_cli.main", "solve", "--seeds", str(seeds), "--out", str(out), "--seed", str(s.seed)]
+    cmd = [sys.executable, "-m", "wsss_cli.main", "solve", str(seeds), "--out", str(out), "--device", s.device]
     if predictions is not None:
         cmd += ["--predictions", str(predictions)]
     else:
@@ -580,8 +581,8 @@ def header(s: Settings, info: dict[str, Any]) -> str:
     sch = s.schedule()
     return (
         f"Budget `{s.preset}`: {sch['backbone']} (width {sch['width_mult']}, head {sch['head_channels']}, random init), "
-        f"crop {sch['crop_size']}, batch {sch['batch_size']}, {sch['epochs']} epochs, cap {sch['budget_minutes']:g} min "
-        f"training per run, self-labeling solver steps {sch['solver_steps'] or 'default (200)'}, seed {sch['seed']}, "
+        f"crop {sch['crop_size']}, batch {sch['batch_size']}, {sch['epochs']} epochs, lr {sch['lr']:g} (head ×10), cap {sch['budget_minutes']:g} min "
+        f"training per run, self-labeling solver steps {sch['solver_steps'] or 'default'}, seed {sch['seed']}, "
         f"device {sch['device']}. Eval CRF: bilateral sxy {s.crf_bi_sxy:g}, compat {s.crf_bi_compat:g} "
         f"(other CRF parameters: `wsss.crf.CRFParams` defaults). Machine: {info.get('cpu')}, {info.get('host_cpus')} CPUs, "
         f"torch {info.get('torch')} ({info.get('torch_threads')} threads){', ' + info['gpu'] if 'gpu' in info else ''}, "
@@ -770,6 +771,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tables", default="main,robustness", help="main, robustness or both (default)")
     ap.add_argument("--budget-minutes", type=float, help="cap on the training time of one run (cpu: 20, cuda: 60)")
     ap.add_argument("--epochs", type=int)
+    ap.add_argument("--lr", type=float, help="backbone lr, head ×10 (cpu/quick: 0.02, the demo's lr for a randomly "
+                    "initialised backbone; cuda: 0.007, the rloss code's; the paper's 0.0007 assumes ImageNet weights)")
     ap.add_argument("--crop-size", type=int)
     ap.add_argument("--backbone", help="mobilenet_v2, resnet50, resnet101")
     ap.add_argument("--width-mult", type=float, help="MobileNetV2 width multiplier")
