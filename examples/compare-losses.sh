@@ -19,12 +19,12 @@
 #   WEIGHTS                  a torchvision state dict for the backbone (default: random init)
 #   GRID_LAMBDA [0.5]        gridcrf λ (tuned on the demo val split, docs/demo-results.md)
 #   DENSE_LAMBDA [7.5e-4]    densecrf λ (tuned likewise; wsss default ≈ 7.75e-5)
-#   ETA, SL_LAMBDA [0.3, 6]  collision η and λ (tuned likewise; solver defaults 0.3 / 6)
+#   ETA, SL_LAMBDA [0.3, 60] collision η and λ (tuned likewise; solver defaults 0.3 / 6)
 #   WARMUP [8]               pCE-only epochs before self-labeling (about a quarter of EPOCHS)
-#   SOLVER_STEPS [50], SOLVER_OPTIMIZER [mirror]
-#                            the solver's own default (convex start + preconditioned mirror descent,
-#                            50 steps, ≈ 0.5 s per batch of 4 here); the paper's plain GD needs 200
-#                            steps: SOLVER_STEPS=200 SOLVER_OPTIMIZER=sgd (≈ 3× slower per solve)
+#   SOLVER_STEPS [20], SOLVER_OPTIMIZER [mirror]
+#                            wsss train's default (convex start by 6 multigrid-CG iterations, then 20
+#                            preconditioned mirror-descent steps); the paper's plain GD needs 200
+#                            steps: SOLVER_STEPS=200 SOLVER_OPTIMIZER=sgd
 #   OMP_NUM_THREADS [1]      torch threads per run; 1 keeps a shared machine responsive (on an idle
 #                            machine 2 threads are somewhat faster; oversubscribed threads are far slower)
 #   WSSS [wsss], PYTHON [python]
@@ -45,9 +45,9 @@ HEAD=${HEAD:-64}
 GRID_LAMBDA=${GRID_LAMBDA:-0.5}
 DENSE_LAMBDA=${DENSE_LAMBDA:-7.5e-4}
 ETA=${ETA:-0.3}
-SL_LAMBDA=${SL_LAMBDA:-6}
+SL_LAMBDA=${SL_LAMBDA:-60}
 WARMUP=${WARMUP:-8}
-SOLVER_STEPS=${SOLVER_STEPS:-50}
+SOLVER_STEPS=${SOLVER_STEPS:-20}
 SOLVER_OPTIMIZER=${SOLVER_OPTIMIZER:-mirror}
 WSSS=${WSSS:-wsss}
 PYTHON=${PYTHON:-python}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on the built-in demo data (CPU, a few minutes):
 #
-#   demo-data → prepare-scribbles → train --loss pce (warm start) → train --loss collision
-#   (soft self-labeling) → predict → solve (pseudo-labels on train) → crf → eval (+ tables) → show
+#   demo-data → prepare-scribbles → train --loss collision (soft self-labeling, after pCE-only
+#   warm-up epochs) → predict → solve (pseudo-labels on train) → crf → eval (+ tables) → show
 #
 #   examples/demo-pipeline.sh OUT          # OUT receives every artifact, run and table
 #
@@ -45,10 +45,8 @@ step "4. predict on val and on train"
 [ -f "$OUT/pred-val.h5" ] || $WSSS predict "$run" --data "$OUT/demo" --split val --out "$OUT/pred-val.h5"
 [ -f "$OUT/pred-train.h5" ] || $WSSS predict "$run" --data "$OUT/demo" --split train --out "$OUT/pred-train.h5"
 
-if $WSSS solve --help >/dev/null 2>&1; then
-  step "5. solve: soft pseudo-labels on train from the network and the scribbles"
-  [ -f "$OUT/pseudo-train.h5" ] || $WSSS solve "$OUT/pred-train.h5" "$OUT/seeds.h5" --out "$OUT/pseudo-train.h5"
-fi
+step "5. solve: soft pseudo-labels on train from the network and the scribbles"
+[ -f "$OUT/pseudo-train.h5" ] || $WSSS solve "$OUT/seeds.h5" --predictions "$OUT/pred-train.h5" --out "$OUT/pseudo-train.h5"
 
 step "6. DenseCRF post-processing of the val predictions"
 [ -f "$OUT/pred-val-crf.h5" ] || $WSSS crf "$OUT/pred-val.h5" --out "$OUT/pred-val-crf.h5" --workers 2

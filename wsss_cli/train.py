@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         ce: Optional[str] = typer.Option(None, "--ce", help="collision: CE term standard, reverse, collision [collision]."),
         neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="nn4 (paper) or nn8; dn for collision with bilinear/quadratic [nn4]."),
         bandwidth: Optional[float] = typer.Option(None, "--bandwidth", help="Grid colour bandwidth s, RGB 0–255 [paper VOC: 9]."),
-        solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="collision: solver steps per batch [mirror: 50 (toolkit); sgd: 200 (paper)]."),
+        solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="collision: solver steps per batch [mirror: 20 (toolkit training budget, docs/demo-results.md); sgd: 200 (paper)]."),
         solver_lr: Optional[float] = typer.Option(None, "--solver-lr", help="collision: solver step size [mirror: 1.0 (toolkit, preconditioned); sgd: 0.075 (paper)]."),
         solver_optimizer: Optional[str] = typer.Option(None, "--solver-optimizer", help="collision: solver optimizer: mirror (convex start + preconditioned mirror descent, toolkit default), sgd (the paper's plain GD) or adam [mirror]."),
         solver_option: List[str] = typer.Option([], "--solver-option", help="collision: any other SolverConfig field, KEY=VALUE (repeatable)."),

@@ -203,8 +203,9 @@ class SelfLabelingLoss(TrainingLoss):
     """``collision``: soft self-labeling (:mod:`wsss.losses.self_labeling`), or hard with ``hard=True``.
 
     The solver options are a :class:`wsss.potts.solver.SolverConfig` (defaults: the potts library's,
-    i.e. collision CE + collision divergence on NN4, η 0.3, λ 6, the ``mirror`` optimizer: convex start
-    + 50 preconditioned mirror-descent steps; ``optimizer=sgd`` gives the paper's 200 GD steps at lr 0.075).
+    i.e. collision CE + collision divergence on NN4, the ``mirror`` optimizer: convex start + preconditioned
+    mirror descent, here :data:`TRAINING_SOLVER_STEPS` steps per batch; ``optimizer=sgd`` gives the paper's
+    200 GD steps at lr 0.075).
     Default warm-up: 20 % of the epochs (toolkit choice, untuned; the paper's length is unknown).
     """
 
@@ -212,9 +213,7 @@ class SelfLabelingLoss(TrainingLoss):
     default_warmup_fraction = 0.2
 
     def __init__(self, solver: Any = None, hard: bool = False):
-        from wsss.potts.solver import SolverConfig
-
-        self.solver = solver if solver is not None else SolverConfig()
+        self.solver = solver if solver is not None else solver_config({}, training=True)
         self.hard = hard
         self.last_pseudo_labels: Tensor | None = None
 
@@ -233,14 +232,26 @@ class SelfLabelingLoss(TrainingLoss):
 LOSS_NAMES = ("pce", "full", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "pseudo")
 
 
-def solver_config(options: dict[str, Any]) -> Any:
-    """A :class:`wsss.potts.solver.SolverConfig` from option values (unknown keys → UserError)."""
+#: Mirror-descent steps per batch of ``--loss collision`` when none are given (the offline ``wsss solve``
+#: default is 50): a training-time budget chosen on the demo data (docs/demo-results.md), where 20 steps
+#: after the convex start trained as well as 50 at under half the solver time.
+TRAINING_SOLVER_STEPS = 20
+
+
+def solver_config(options: dict[str, Any], training: bool = False) -> Any:
+    """A :class:`wsss.potts.solver.SolverConfig` from option values (unknown keys → UserError).
+
+    ``training``: the ``mirror`` optimizer without explicit ``steps`` gets :data:`TRAINING_SOLVER_STEPS`.
+    """
     from wsss.potts.solver import SolverConfig
 
     names = {f.name: f for f in dataclasses.fields(SolverConfig)}
     unknown = sorted(set(options) - set(names))
     if unknown:
         raise UserError(f"--solver-option {unknown[0]}: unknown solver option. Known: {', '.join(names)}.")
+    options = dict(options)
+    if training and options.get("steps") is None and options.get("optimizer", SolverConfig.optimizer) == "mirror":
+        options["steps"] = TRAINING_SOLVER_STEPS
     return SolverConfig(**options)
 
 
@@ -264,7 +275,7 @@ def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:
     elif name in ("densecrf", "ncut", "kernelcut"):
         loss = DenseCRFFamily(name, lam=options.pop("lam", None), **options.pop("dense", {}))
     elif name == "collision":
-        loss = SelfLabelingLoss(solver_config(options.pop("solver", {})), hard=bool(options.pop("hard", False)))
+        loss = SelfLabelingLoss(solver_config(options.pop("solver", {}), training=True), hard=bool(options.pop("hard", False)))
     else:
         raise UserError(f"--loss {name}: unknown loss. Choose one of: {', '.join(LOSS_NAMES)}.")
     if options:
