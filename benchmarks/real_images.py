@@ -108,12 +108,12 @@ def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
 
     return {
         "main": {
-            "gridcrf": {"lam": [2.0, 6.0, 18.0]},
+            "gridcrf": {"lam": around(0.5)},
             "densecrf": {"lam": around(default_dense_weight("densecrf"))},
             "ncut": {"lam": around(default_dense_weight("ncut"))},
             "kernelcut": {"lam": around(default_dense_weight("kernelcut"))},
-            "collision": {"eta": [0.1, 0.3, 1.0]},
-            "collision-hard": {"eta": [0.1, 0.3, 1.0]},
+            "collision": {"lam": around(60.0)},
+            "collision-hard": {"lam": around(60.0)},
         },
         "bandwidth": {
             "gridcrf": {"bandwidth": [5.0, 9.0, 15.0]},

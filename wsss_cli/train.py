@@ -126,8 +126,8 @@ def register(app: typer.Typer) -> None:
         scale_max: float = typer.Option(2.0, "--scale-max", help="Random scale upper bound [2.0]."),
         flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flip."),
         # loss options
-        lam: Optional[float] = typer.Option(None, "--lambda", help="Weight λ of the regularizer (gridcrf: 6; collision: the solver's, 6; dense losses: wsss.losses.densecrf defaults)."),
-        eta: Optional[float] = typer.Option(None, "--eta", help="collision: weight η of CE(y,σ) in solver and network step [solver default 0.3]."),
+        lam: Optional[float] = typer.Option(None, "--lambda", help="Weight λ of the regularizer [gridcrf: 0.5, collision: 60, both chosen on the demo data (docs/demo-results.md); dense losses: the spec's calibration in wsss.losses.densecrf]."),
+        eta: Optional[float] = typer.Option(None, "--eta", help="collision: weight η of CE(y,σ) in solver and network step [0.3: the summary's value, confirmed on the demo data against 0.1 and 1.0]."),
         relaxation: Optional[str] = typer.Option(None, "--relaxation", help="Potts relaxation (gridcrf, collision) [collision-divergence]."),
         ce: Optional[str] = typer.Option(None, "--ce", help="collision: CE term standard, reverse, collision [collision]."),
         neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="nn4 (paper) or nn8; dn for collision with bilinear/quadratic [nn4]."),
