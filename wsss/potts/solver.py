@@ -14,19 +14,20 @@ Optimizers (``SolverConfig.optimizer``):
   lr 0.075, ``v`` initialized with the network logits. Seed information diffuses about a pixel per
   step, so from a poor initialization it is far from the optimum (benchmarks/solver.py).
 - ``adam`` — ``torch.optim.Adam`` on ``v`` (200 steps, lr 0.1); for comparison.
-- ``mirror`` — **toolkit default**: (1) *convex start* (grid neighbourhoods): ``y`` starts at the exact
+- ``mirror`` — **toolkit default**: (1) *convex start* (grid neighbourhoods): ``y`` starts near the
   optimum of the convex surrogate ``η Σ ½‖y_p − σ_p‖² + λ Σ w_pq ½‖y_p − y_q‖²`` (the random walker with
-  priors, solved by multigrid-preconditioned CG, :mod:`wsss.potts.linear`), warm-started from the
-  initialization; (2) 50 steps of Jacobi-preconditioned mirror descent with Nesterov momentum on the
+  priors, solved approximately by multigrid-preconditioned CG, :mod:`wsss.potts.linear`), warm-started
+  from the initialization; (2) 50 steps (20 per batch in training, ``--loss collision``) of Jacobi-preconditioned mirror descent with Nesterov momentum on the
   actual energy: ``v ← v − lr · ∇_y E / (λ d_p + η_p)`` (``d_p`` the weighted degree, per-entry step
   clipped at ``max_step``; per image, momentum is dropped and the step halved whenever the energy
   rises). When the surrogate *is* the energy (``quadratic`` Potts with η = 0, no
-  predictions, or the ``quadratic`` CE) step (2) is skipped. Chosen by measurement
-  (benchmarks/solver.py, tests/test_solver.py): from a uniform initialization it reaches ≥ 99.5 % soft
-  Jaccard to the exact random walker on 80–96 px photograph crops and 97.6–99.99 % on full skimage
-  photographs (paper setting: 18–30 %), but takes about 3× the paper's time there; with
-  ``cg_max_iter=6`` it takes about 1/5 of the paper's time at 77–96 % (uniform) / 95–97 % (noisy
-  logits; paper 87–96 %). Slowest: large unseeded regions enclosed by weak edges.
+  predictions, or the ``quadratic`` CE) step (2) is skipped. Budget chosen by measurement
+  (benchmarks/solver.py on four skimage photographs at native size, 1 CPU thread): with the default 6
+  CG iterations the convex start reaches 77–96 % soft Jaccard to the exact random walker from a uniform
+  initialization (paper setting: 18–30 %) and 95–97 % from noisy logits (paper: 87–96 %) in 0.21–0.22×
+  the paper setting's time; ``cg_max_iter=EXACT_CG_MAX_ITER`` (100) reaches 97.6–99.99 % (≥ 99.5 % on
+  the 80–96 px crops of tests/test_solver.py) at 2.8× the paper's time. Slowest: large unseeded regions
+  enclosed by weak edges.
 """
 
 from __future__ import annotations
