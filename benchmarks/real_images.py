@@ -97,23 +97,23 @@ CRF_BI_COMPAT = 5.0
 def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
     """``grid name → method → {parameter: 3 values}``: an equal, small search per method.
 
-    ``main``: the weight of the method's regularizer (λ; η for self-labeling), a factor 3 around the
-    toolkit default; ``bandwidth``: the colour bandwidth; ``warmup``: the pCE warm-up as a fraction of
+    ``main``: the weight λ of the method's regularizer, a factor 3 around the toolkit default; ``bandwidth``: the colour bandwidth; ``warmup``: the pCE warm-up as a fraction of
     the epochs (self-labeling only: the paper's length is unknown).
     """
-    from wsss.losses.registry import default_dense_weight
+    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
+    from wsss.potts.solver import SolverConfig
 
     def around(x: float) -> list[float]:
         return [x / 3.0, x, x * 3.0]
 
     return {
         "main": {
-            "gridcrf": {"lam": around(0.5)},
+            "gridcrf": {"lam": around(GRIDCRF_LAMBDA)},
             "densecrf": {"lam": around(default_dense_weight("densecrf"))},
             "ncut": {"lam": around(default_dense_weight("ncut"))},
             "kernelcut": {"lam": around(default_dense_weight("kernelcut"))},
-            "collision": {"lam": around(60.0)},
-            "collision-hard": {"lam": around(60.0)},
+            "collision": {"lam": around(SolverConfig.lam)},
+            "collision-hard": {"lam": around(SolverConfig.lam)},
         },
         "bandwidth": {
             "gridcrf": {"bandwidth": [5.0, 9.0, 15.0]},

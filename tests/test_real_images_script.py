@@ -102,7 +102,9 @@ def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
     assert log.count("search gridcrf: lam=") == 3
     search = json.loads((out / "search.json").read_text())
     trials = search["searches"]["main"]["trials"]
-    assert [t["value"] for t in trials] == [2.0, 6.0, 18.0]
+    from wsss.losses.registry import GRIDCRF_LAMBDA
+
+    assert [t["value"] for t in trials] == pytest.approx([GRIDCRF_LAMBDA / 3, GRIDCRF_LAMBDA, GRIDCRF_LAMBDA * 3])
     assert all(0.0 <= t["miou"] <= 1.0 for t in trials)
     best = max(trials, key=lambda t: t["miou"])
     assert search["choice"]["gridcrf"]["values"] == {"lam": best["value"]}
