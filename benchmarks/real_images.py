@@ -75,11 +75,12 @@ ANNOTATION_HELP = {
 }
 TABLES = ("main", "robustness")
 
-#: Budgets. ``cpu``: fits a 2-core CPU in ≤ 20 min per run (see docs/results.md for the estimate);
+#: Budgets. ``cpu``: fits a 2-core CPU in ≤ 20 min per run (docs/results.md: 5–6 min for pce-like runs,
+#: 19 min for collision with 10 solver steps and 2 threads);
 #: ``cuda``: one GPU; ``quick``: a smoke test (seconds per run), never a result.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(backbone="mobilenet_v2", width_mult=0.5, head_channels=64, crop_size=128, batch_size=8,
-                epochs=6, lr=0.02, budget_minutes=20.0, solver_steps=None, limit_train=None, limit_val=None),
+                epochs=30, lr=0.02, budget_minutes=20.0, solver_steps=10, limit_train=None, limit_val=None),
     "cuda": dict(backbone="resnet50", width_mult=1.0, head_channels=256, crop_size=240, batch_size=12,
                  epochs=60, lr=0.007, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
     "quick": dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,

@@ -129,3 +129,12 @@ def test_reader_reopens_after_fork(tmp_path):
 def _sum_label(args):
     art, image_id = args
     return int(art.read(image_id, "label").sum())
+
+
+def test_folder_and_garbage_are_named_user_errors(tmp_path):
+    with pytest.raises(UserError, match="is a folder"):
+        Artifact(tmp_path)
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file" * 64)
+    with pytest.raises(UserError, match=r"bad\.h5: not a readable HDF5 artifact \(.*signature"):
+        Artifact(bad)

@@ -126,13 +126,18 @@ class Artifact:
             if tmp_path(self.path).exists():
                 hint = f" (a partial {tmp_path(self.path).name} exists: rerun the stage with --resume)"
             raise UserError(f"{self.path}: no such artifact{hint}. Check the path or run the stage that makes it.")
+        if self.path.is_dir():
+            raise UserError(f"{self.path}: is a folder, not an artifact. Pass the .h5 file a stage wrote.")
         h5py = _h5py()
         try:
             with h5py.File(self.path, "r") as f:
                 attrs = {k: _attr(v) for k, v in f.attrs.items()}
                 self._ids = sorted(decode_id(n) for n in f.keys() if f[n].attrs.get("complete", False))
         except OSError as exc:
-            raise UserError(f"{self.path}: not a readable HDF5 artifact ({exc}). Recreate it with the stage that writes it.") from exc
+            reason = str(exc)
+            if "error message = '" in reason:  # h5py's long form: keep the message only
+                reason = reason.split("error message = '", 1)[1].split("'", 1)[0]
+            raise UserError(f"{self.path}: not a readable HDF5 artifact ({reason}). Recreate it with the stage that writes it.") from exc
         if "wsss_kind" not in attrs:
             raise UserError(f"{self.path}: not a wsss artifact (no wsss_kind attribute). Pass a file written by wsss.")
         self.attrs = attrs
