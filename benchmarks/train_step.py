@@ -80,7 +80,7 @@ def main() -> None:
     med = {name: statistics.median(v) for name, v in times.items()}
     solver = losses["collision"].solver
     print(f"device {device}, {args.backbone} ×{args.width_mult}, batch {args.batch}×{args.size}², K {args.classes}, "
-          f"solver {solver.optimizer} steps {solver.steps or 'default'} lr {solver.lr or 'default'} cg_max_iter {solver.cg_max_iter}, threads {torch.get_num_threads()}")
+          f"solver {solver.optimizer} steps {solver.steps or 'default'} lr {solver.lr or 'default'} cg_max_iter {solver.cg_max_iter} ({solver.cg_dtype}), threads {torch.get_num_threads()}")
     for name in losses:
         print(f"  {name:10s} {1000 * med[name]:9.1f} ms/step")
     ratio = med["collision"] / med["pce"]

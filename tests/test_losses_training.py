@@ -189,3 +189,14 @@ def test_registry_covers_the_cli_names():
         make_loss("densecrf", {"dense": {"bogus": 1}})
     with pytest.raises(UserError, match="unknown solver option"):
         make_loss("collision", {"solver": {"bogus": 1}})
+
+
+def test_training_solver_budget_defaults():
+    from wsss.losses.registry import TRAINING_CG_DTYPE, TRAINING_SOLVER_STEPS
+
+    cfg = make_loss("collision").solver
+    assert (cfg.steps, cfg.cg_dtype, cfg.optimizer) == (TRAINING_SOLVER_STEPS, TRAINING_CG_DTYPE, "mirror")
+    paper = make_loss("collision", {"solver": {"optimizer": "sgd"}}).solver
+    assert paper.steps is None and paper.resolved().steps == 200  # the paper's budget, not the training one
+    explicit = make_loss("collision", {"solver": {"steps": 7, "cg_dtype": "float64"}}).solver
+    assert (explicit.steps, explicit.cg_dtype) == (7, "float64")

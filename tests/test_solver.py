@@ -259,3 +259,17 @@ def test_cuda_matches_cpu():
         gpu = solve_pseudolabels(z.cuda(), sd.cuda(), im.cuda(), cfg)
         assert gpu.device.type == "cuda"
         assert sj(gpu[0].cpu().double(), cpu[0].double()) > 0.999
+
+
+def test_float32_cg_matches_float64():
+    img = crop("coffee")
+    seeds = strokes(img)
+    im, sd = torch_inputs(img, seeds, dtype=torch.float32)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 3, *seeds.shape, generator=g)
+    y64 = solve_pseudolabels(logits, sd, im, SolverConfig(steps=5))
+    y32 = solve_pseudolabels(logits, sd, im, SolverConfig(steps=5, cg_dtype="float32"))
+    assert y32.dtype == torch.float32 and float((y32 - y64).abs().max()) < 1e-2
+    assert sj(y32[0].double(), y64[0].double()) > 0.999
+    with pytest.raises(ValueError, match="cg_dtype"):
+        solve_pseudolabels(logits, sd, im, SolverConfig(cg_dtype="float16"))

@@ -242,12 +242,16 @@ LOSS_NAMES = ("pce", "full", "gridcrf", "densecrf", "ncut", "kernelcut", "collis
 #: default is 50): a training-time budget chosen on the demo data (docs/demo-results.md), where 20 steps
 #: after the convex start trained as well as 50 at under half the solver time.
 TRAINING_SOLVER_STEPS = 20
+#: Precision of the convex start's CG in training (float32: ≈ 1.7× faster than float64 there, same
+#: pseudo-labels to 1.5e-4; benchmarks/train_step.py).
+TRAINING_CG_DTYPE = "float32"
 
 
 def solver_config(options: dict[str, Any], training: bool = False) -> Any:
     """A :class:`wsss.potts.solver.SolverConfig` from option values (unknown keys → UserError).
 
-    ``training``: the ``mirror`` optimizer without explicit ``steps`` gets :data:`TRAINING_SOLVER_STEPS`.
+    ``training``: the ``mirror`` optimizer without explicit ``steps`` gets :data:`TRAINING_SOLVER_STEPS`, and
+    the CG runs in :data:`TRAINING_CG_DTYPE` unless ``cg_dtype`` is given.
     """
     from wsss.potts.solver import SolverConfig
 
@@ -258,6 +262,8 @@ def solver_config(options: dict[str, Any], training: bool = False) -> Any:
     options = dict(options)
     if training and options.get("steps") is None and options.get("optimizer", SolverConfig.optimizer) == "mirror":
         options["steps"] = TRAINING_SOLVER_STEPS
+    if training:
+        options.setdefault("cg_dtype", TRAINING_CG_DTYPE)
     return SolverConfig(**options)
 
 

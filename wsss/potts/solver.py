@@ -100,6 +100,9 @@ class SolverConfig:
         dn_sigma_xy: DN spatial bandwidth (the paper's "bandwidth 100").
         dn_sigma_rgb: DN colour bandwidth (not in the paper; rloss's 15, not tuned for DN self-labeling).
         init: ``logits`` (paper: ``v`` starts at the network logits) or ``uniform`` (``v = 0``).
+        cg_dtype: working precision of the convex start's CG, ``float64`` (default: edge weights span many
+            orders of magnitude) or ``float32`` (``--loss collision`` training: ≈ 1.7× faster, pseudo-labels
+            within 1.5e-4 of the float64 ones on the train-step benchmark batch).
         weight_offset: constant added to every grid weight (0; ``skimage.segmentation.random_walker``
             adds 1e-10, used when comparing with it).
     """
@@ -123,6 +126,7 @@ class SolverConfig:
     dn_sigma_rgb: float = DEFAULT_DN_SIGMA_RGB
     init: str = "logits"
     weight_offset: float = 0.0
+    cg_dtype: str = "float64"
 
     def resolved(self) -> "SolverConfig":
         """A copy with ``steps``, ``lr`` and ``convex_start`` filled in and every name validated
@@ -130,6 +134,8 @@ class SolverConfig:
         if self.optimizer not in OPTIMIZERS:
             raise PottsError(f"--solver-optimizer: unknown optimizer {self.optimizer!r}. "
                              f"Choose one of {', '.join(OPTIMIZERS)}.")
+        if self.cg_dtype not in ("float32", "float64"):
+            raise PottsError(f"cg_dtype: {self.cg_dtype!r} is not float32 or float64. Choose one of those.")
         if self.init not in INITS:
             raise PottsError(f"--init: unknown initialization {self.init!r}. Choose one of {', '.join(INITS)}.")
         if self.neighbourhood.lower() not in NEIGHBOURHOODS:
@@ -313,7 +319,7 @@ def solve_pseudolabels(logits: Tensor | None, seeds: Tensor, image: Tensor,
                                     prior_weight=unary if log_sigma is not None else None,
                                     prior=log_sigma.exp() if log_sigma is not None else None,
                                     active=(valid_t & ~seed_mask)[:, None], x0=torch.softmax(v, 1),
-                                    tol=cfg.cg_tol, max_iter=cfg.cg_max_iter)
+                                    tol=cfg.cg_tol, max_iter=cfg.cg_max_iter, dtype=getattr(torch, cfg.cg_dtype))
             y0 = y0.clamp_min(START_EPS)
             v = torch.log(y0 / y0.sum(1, keepdim=True)).to(dtype)
             exact = cfg.relaxation == "quadratic" and (log_sigma is None or cfg.ce == "quadratic")
