@@ -659,7 +659,8 @@ def tuned_overrides(s: Settings) -> dict[str, dict[str, Any]]:
     return {m: dict(c["values"]) for m, c in read_json(path)["choice"].items()}
 
 
-def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: list[str], doc: Path | None) -> dict[str, Any]:
+def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: list[str], doc: Path | None,
+               report_only: bool = False) -> dict[str, Any]:
     from wsss.data import open_dataset
 
     t0 = time.perf_counter()
@@ -672,6 +673,13 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
     rows: dict[str, list[dict[str, Any]]] = {"main": [], "robustness": []}
     for table, method, annotation in cells:
         over = overrides.get(method) if method in overrides else None
+        if report_only:  # tables from the finished cells only; nothing is trained or evaluated
+            run_dir = runs / f"{method}@{annotation}"
+            cell = run_dir / "cell.json"
+            record = read_json(cell) if cell.exists() else {"method": method, "annotation": annotation,
+                                                             "run_dir": str(run_dir), "state": "not yet run"}
+            rows[table].append(summarize(record))
+            continue
         record = run_cell(s, data, method, annotation, runs, overrides=over)
         if Path(record["run_dir"]).exists():
             write_json(Path(record["run_dir"]) / "cell.json", record)
@@ -788,6 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--crf-bi-compat", type=float, default=CRF_BI_COMPAT, help="eval CRF bilateral compat (default 5)")
     ap.add_argument("--search", action="store_true", help="search mode: 3 values per method on full scribbles, chosen on val")
     ap.add_argument("--search-grid", default="main", choices=("main", "bandwidth", "warmup"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild the tables from the finished cells in OUT without training anything (unfinished: 'not yet run')")
     ap.add_argument("--tuned", action="store_true", help="use the values chosen by --search (OUT/search.json), runs in OUT/runs-tuned")
     ap.add_argument("--update-doc", type=Path, help="also write the tables between the markers of this Markdown file (docs/results.md)")
     return ap.parse_args(argv)
@@ -816,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.search:
         run_search(s, methods, args.search_grid, args.update_doc)
     else:
-        run_tables(s, methods, annotations, tables, args.update_doc)
+        run_tables(s, methods, annotations, tables, args.update_doc, report_only=args.report_only)
     return 0
 
 

@@ -72,6 +72,15 @@ def test_quick_tables_then_skip_finished(script, demo_root, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert [r["miou"] for r in again["main"]] == [r["miou"] for r in result["main"]]
 
+    # --report-only: tables from the finished cells, an unfinished one listed as not run, nothing trained
+    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "pce,gridcrf,collision", "--report-only")
+    assert "train " not in log and not (out / "runs" / "gridcrf@scribbles").exists()
+    rows = json.loads((out / "results.json").read_text())["main"]
+    assert [r["method"] for r in rows] == ["pce", "gridcrf", "collision"]
+    assert [r["miou"] for r in rows if r["method"] != "gridcrf"] == [r["miou"] for r in result["main"]]
+    assert rows[1]["state"] == "not yet run" and rows[1]["miou"] is None
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
     # changing the schedule of an existing OUT is refused, not silently mixed
     with pytest.raises(SystemExit, match="other settings"):
         script.main([str(demo_root), str(out), "--quick", "--methods", "pce", "--crop-size", "40"])
