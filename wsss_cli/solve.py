@@ -15,7 +15,7 @@ _D = SolverConfig()
 SOLVE_HELP = (
     "Minimizes η Σ CE(y, σ) + λ Σ w_pq P(y_p, y_q) over soft pseudo-labels y with the seeds fixed "
     "(self-labeling.md §6), per image; writes a pseudolabels artifact (probs K×H×W float16, label H×W). "
-    "Default optimizer 'mirror': exact convex start (random walker with priors, multigrid CG) then "
+    "Default optimizer 'mirror': convex start (random walker with priors, 6 multigrid-CG iterations; --cg-max-iter 100 for the exact solve) then "
     "preconditioned mirror descent on the chosen energy; 'sgd' with --steps 200 --lr 0.075 is the paper's."
 )
 
