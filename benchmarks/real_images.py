@@ -131,6 +131,52 @@ def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
     }
 
 
+#: Methods whose regularizer weights the robustness table scales by the seed density (``--weight-scaling``).
+SCALED_METHODS = ("gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard")
+
+
+def default_weights(method: str) -> dict[str, float]:
+    """The toolkit's default regularizer weights of ``method`` (what ``--weight-scaling`` scales)."""
+    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
+    from wsss.potts.solver import SolverConfig
+
+    if method == "gridcrf":
+        return {"lam": GRIDCRF_LAMBDA}
+    if method in ("densecrf", "ncut", "kernelcut"):
+        return {"lam": default_dense_weight(method)}
+    if method in ("collision", "collision-hard"):
+        return {"lam": SolverConfig.lam, "eta": SolverConfig.eta}
+    return {}
+
+
+def seed_density_factor(density: float, reference: float) -> float:
+    """``min(1, density / reference)``: the factor on the regularizer weights of an annotation with
+    labelled-pixel fraction ``density`` when the weights were chosen at ``reference`` (full scribbles).
+
+    Every term of the network loss is a batch sum over the same ``Z`` (spec/notation.md), so the pCE term
+    scales with the number of seeds while the regularizers do not: weights chosen on full scribbles are
+    ``reference / density`` times too strong on clicks (docs/results.md, the clicks collapse). Scaling them
+    by the density ratio keeps the pCE-to-regularizer balance of the reference annotation (the balance
+    rloss's mean-over-seeds pCE keeps implicitly). Denser annotations (blocks) keep the defaults: the
+    factor is capped at 1.
+    """
+    if not (density > 0 and reference > 0):
+        raise ValueError(f"seed densities must be positive (got {density}, {reference})")
+    return min(1.0, density / reference)
+
+
+def scaled_weights(method: str, factor: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``overrides`` with the regularizer weights of ``method`` (the overrides' or the defaults) × ``factor``.
+    For self-labeling both η and λ are scaled: the network sees pCE against η·CE(y, σ), and the solver
+    (whose energy is η·CE + λ·Potts) keeps its λ/η ratio, i.e. the same pseudo-labels."""
+    out = dict(overrides or {})
+    if factor == 1.0:
+        return out
+    for name, value in default_weights(method).items():
+        out[name] = float(out.get(name, value)) * factor
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # small helpers
 
@@ -217,6 +263,7 @@ class Settings:
     crf_bi_sxy: float
     crf_bi_compat: float
     tuned: bool
+    weight_scaling: str = "seed-density"
 
     def schedule(self) -> dict[str, Any]:
         """What every training run shares (the table header)."""
@@ -236,7 +283,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             p[key] = value
     return Settings(data=Path(args.data), out=Path(args.out), device=args.device, preset=preset, seed=args.seed,
                     workers=args.workers, crf_bi_sxy=args.crf_bi_sxy, crf_bi_compat=args.crf_bi_compat,
-                    tuned=args.tuned, **p)
+                    tuned=args.tuned, weight_scaling=args.weight_scaling, **p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +336,17 @@ def prepare_seeds(s: Settings, data: Path, annotation: str) -> Path:
         ratio = {"scribbles": 1.0, "scribbles-0.3": 0.3, "clicks": 0.0}[annotation]
         prepare.run_scribbles(data, path, length_ratio=ratio, **common)
     return path
+
+
+def seed_density(path: Path) -> float:
+    """Labelled pixels / all pixels of a seeds artifact (its ``stats``, written by the prepare stage)."""
+    from wsss.artifacts import Artifact
+
+    with Artifact(path, kind="seeds") as art:
+        stats = art.json_attr("stats") or {}
+    if not stats.get("pixels"):
+        raise SystemExit(f"{path}: no seed statistics; delete it so that it is prepared again.")
+    return stats["labelled_pixels"] / stats["pixels"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,6 +679,17 @@ def robustness_table(rows: list[dict[str, Any]], annotations: list[str]) -> str:
     return "\n".join(lines)
 
 
+def weight_scaling_note(s: Settings, factors: dict[str, dict[str, float]], methods: list[str]) -> str:
+    """The robustness table's line on ``--weight-scaling`` (empty when nothing was scaled)."""
+    scaled = [m for m in ROBUST_METHODS if m in SCALED_METHODS and m in methods]
+    if s.weight_scaling != "seed-density" or not factors or not scaled:
+        return ""
+    parts = [f"{a} ×{f['factor']:.3g} (seeds {100 * f['seed_density']:.2f} % of the pixels)" for a, f in factors.items()]
+    reference = next(iter(factors.values()))["reference_density"]
+    return (f"\n\nWeights of {', '.join(scaled)} scaled by the seed density (`--weight-scaling seed-density`, "
+            f"factor min(1, density / {100 * reference:.2f} % of full scribbles)): " + "; ".join(parts) + ".")
+
+
 def update_doc(doc: Path, blocks: dict[str, str]) -> None:
     """Replace the text between ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->``."""
     text = doc.read_text()
@@ -671,8 +740,25 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
     cells = plan(s, methods, annotations, tables)
     log(f"{len(cells)} table cells; budget {s.preset}: {json.dumps(s.schedule())}")
     rows: dict[str, list[dict[str, Any]]] = {"main": [], "robustness": []}
+    factors: dict[str, dict[str, float]] = {}  # annotation → seed density, factor
+
+    def weight_factor(annotation: str) -> float:
+        if annotation not in factors:
+            paths = {a: s.out / "seeds" / f"{a}.h5" for a in ("scribbles", annotation)}
+            if not report_only:
+                paths = {a: prepare_seeds(s, data, a) for a in paths}
+            if not all(p.exists() for p in paths.values()):
+                return 1.0
+            density, reference = seed_density(paths[annotation]), seed_density(paths["scribbles"])
+            factors[annotation] = {"seed_density": density, "reference_density": reference,
+                                   "factor": seed_density_factor(density, reference)}
+        return factors[annotation]["factor"]
+
     for table, method, annotation in cells:
         over = overrides.get(method) if method in overrides else None
+        if (table == "robustness" and s.weight_scaling == "seed-density" and method in SCALED_METHODS
+                and annotation != "scribbles"):
+            over = scaled_weights(method, weight_factor(annotation), over) or None
         if report_only:  # tables from the finished cells only; nothing is trained or evaluated
             run_dir = runs / f"{method}@{annotation}"
             cell = run_dir / "cell.json"
@@ -693,6 +779,7 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
         "schedule": s.schedule(), "machine": info, "wall_seconds_this_call": wall, "units": "fractions in [0, 1]",
         "annotations": {a: ANNOTATION_HELP[a] for a in annotations},
         "main": rows["main"], "robustness": rows["robustness"],
+        "weight_scaling": {"mode": s.weight_scaling, "annotations": factors},
         "command": " ".join(sys.argv),
     }
     write_json(s.out / "results.json", result)
@@ -701,14 +788,14 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
         "\n\nmIoU, F and per-class IoU in %, on val (`solver`: its pseudo-labels on train). `train time`: of "
         "`proposals` including its pce run; of `solver` the solve time."
     )
-    robust_md = head + "\n\n" + robustness_table(robust_rows, annotations)
+    robust_md = head + "\n\n" + robustness_table(robust_rows, annotations) + weight_scaling_note(s, factors, methods)
     md = (f"# Real-image results ({s.data.name})\n\nCommand: `{' '.join(sys.argv)}`\n\nWall time of this call: "
           f"{duration(wall)}.\n\n## Main table: full scribbles\n\n{main_md}\n\n## Robustness: scribble length, clicks, blocks\n\n"
           f"{robust_md}\n")
     write_text(s.out / "results.md", md)
     log(f"wrote {s.out / 'results.md'} and {s.out / 'results.json'} ({duration(wall)})")
     if doc is not None:
-        update_doc(doc, {"main": main_md, "robustness": robust_md})
+        update_doc(doc, {name: md for name, md in (("main", main_md), ("robustness", robust_md)) if name in tables})
     return result
 
 
@@ -799,6 +886,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild the tables from the finished cells in OUT without training anything (unfinished: 'not yet run')")
     ap.add_argument("--tuned", action="store_true", help="use the values chosen by --search (OUT/search.json), runs in OUT/runs-tuned")
+    ap.add_argument("--weight-scaling", default="seed-density", choices=("seed-density", "none"),
+                    help="robustness table: scale the regularizer weights (λ; η and λ of self-labeling) of every "
+                    "annotation but full scribbles by min(1, its seed density / that of full scribbles), keeping the "
+                    "pCE-to-regularizer balance the defaults were chosen at (default); none: the defaults everywhere")
     ap.add_argument("--update-doc", type=Path, help="also write the tables between the markers of this Markdown file (docs/results.md)")
     return ap.parse_args(argv)
 

@@ -125,3 +125,23 @@ def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
     assert row["overrides"] == {"lam": best["value"]} and "runs-tuned" in row["run_dir"]
     cfg = json.loads((out / "runs-tuned" / "gridcrf@scribbles" / "train" / "config.json").read_text())
     assert cfg["loss"]["lam"] == best["value"]
+
+
+def test_seed_density_weight_scaling(script):
+    """Weights are scaled by min(1, density / reference); self-labeling scales η and λ together."""
+    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
+    from wsss.potts.solver import SolverConfig
+
+    assert script.seed_density_factor(0.009, 0.117) == pytest.approx(0.009 / 0.117)
+    assert script.seed_density_factor(0.5, 0.117) == 1.0  # denser annotations keep the defaults
+    with pytest.raises(ValueError):
+        script.seed_density_factor(0.0, 0.1)
+    f = 0.25
+    coll = script.scaled_weights("collision", f)
+    assert coll == {"lam": pytest.approx(SolverConfig.lam * f), "eta": pytest.approx(SolverConfig.eta * f)}
+    assert coll["lam"] / coll["eta"] == pytest.approx(SolverConfig.lam / SolverConfig.eta)  # same pseudo-labels
+    assert script.scaled_weights("densecrf", f) == {"lam": pytest.approx(default_dense_weight("densecrf") * f)}
+    assert script.scaled_weights("gridcrf", f, {"bandwidth": 5.0}) == {"bandwidth": 5.0, "lam": pytest.approx(GRIDCRF_LAMBDA * f)}
+    assert script.scaled_weights("gridcrf", f, {"lam": 2.0}) == {"lam": pytest.approx(0.5)}  # tuned values are scaled
+    assert script.scaled_weights("pce", f) == {}
+    assert script.scaled_weights("densecrf", 1.0, {"sigma_rgb": 8.0}) == {"sigma_rgb": 8.0}
