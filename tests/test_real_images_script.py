@@ -145,3 +145,27 @@ def test_seed_density_weight_scaling(script):
     assert script.scaled_weights("gridcrf", f, {"lam": 2.0}) == {"lam": pytest.approx(0.5)}  # tuned values are scaled
     assert script.scaled_weights("pce", f) == {}
     assert script.scaled_weights("densecrf", 1.0, {"sigma_rgb": 8.0}) == {"sigma_rgb": 8.0}
+
+
+def test_robustness_cell_trains_with_scaled_weights(script, demo_root, tmp_path, capsys):
+    """A clicks cell of the robustness table trains densecrf with λ × (click density / scribble density),
+    read from the prepared seeds; the table says so; --weight-scaling none keeps the default."""
+    from wsss.losses.registry import default_dense_weight
+
+    out = tmp_path / "out"
+    small = ["--quick", "--tables", "robustness", "--annotations", "clicks", "--methods", "densecrf",
+             "--limit-train", "4", "--limit-val", "2"]
+    _run(script, capsys, demo_root, out, *small)
+    density = {a: script.seed_density(out / "seeds" / f"{a}.h5") for a in ("scribbles", "clicks")}
+    assert 0 < density["clicks"] < density["scribbles"]
+    factor = density["clicks"] / density["scribbles"]
+    cfg = json.loads((out / "runs" / "densecrf@clicks" / "train" / "config.json").read_text())
+    assert cfg["loss"]["lam"] == pytest.approx(default_dense_weight("densecrf") * factor)
+    result = json.loads((out / "results.json").read_text())
+    assert result["weight_scaling"]["annotations"]["clicks"]["factor"] == pytest.approx(factor)
+    assert result["robustness"][0]["overrides"] == {"lam": pytest.approx(cfg["loss"]["lam"])}
+    assert f"clicks ×{factor:.3g}" in (out / "results.md").read_text()
+
+    _run(script, capsys, demo_root, tmp_path / "plain", *small, "--weight-scaling", "none")
+    cfg = json.loads((tmp_path / "plain" / "runs" / "densecrf@clicks" / "train" / "config.json").read_text())
+    assert cfg["loss"]["lam"] == pytest.approx(default_dense_weight("densecrf"))
