@@ -95,27 +95,36 @@ CRF_BI_SXY = 50.0
 CRF_BI_COMPAT = 5.0
 
 
+#: Methods with a regularizer weight: searched by ``--search-grid main``, scaled by ``--weight-scaling``.
+WEIGHTED_METHODS = ("gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard")
+
+
+def default_weights(method: str) -> dict[str, float]:
+    """The toolkit's default regularizer weights of ``method`` (what ``--weight-scaling`` scales)."""
+    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
+    from wsss.potts.solver import SolverConfig
+
+    if method == "gridcrf":
+        return {"lam": GRIDCRF_LAMBDA}
+    if method in ("densecrf", "ncut", "kernelcut"):
+        return {"lam": default_dense_weight(method)}
+    if method in ("collision", "collision-hard"):
+        return {"lam": SolverConfig.lam, "eta": SolverConfig.eta}
+    return {}
+
+
 def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
     """``grid name → method → {parameter: 3 values}``: an equal, small search per method.
 
     ``main``: the weight λ of the method's regularizer, a factor 3 around the toolkit default; ``bandwidth``: the colour bandwidth; ``warmup``: the pCE warm-up as a fraction of
     the epochs (self-labeling only: the paper's length is unknown).
     """
-    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
-    from wsss.potts.solver import SolverConfig
 
     def around(x: float) -> list[float]:
         return [x / 3.0, x, x * 3.0]
 
     return {
-        "main": {
-            "gridcrf": {"lam": around(GRIDCRF_LAMBDA)},
-            "densecrf": {"lam": around(default_dense_weight("densecrf"))},
-            "ncut": {"lam": around(default_dense_weight("ncut"))},
-            "kernelcut": {"lam": around(default_dense_weight("kernelcut"))},
-            "collision": {"lam": around(SolverConfig.lam)},
-            "collision-hard": {"lam": around(SolverConfig.lam)},
-        },
+        "main": {m: {"lam": around(default_weights(m)["lam"])} for m in WEIGHTED_METHODS},
         "bandwidth": {
             "gridcrf": {"bandwidth": [5.0, 9.0, 15.0]},
             "densecrf": {"sigma_rgb": [8.0, 15.0, 30.0]},
@@ -131,22 +140,6 @@ def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
     }
 
 
-#: Methods whose regularizer weights the robustness table scales by the seed density (``--weight-scaling``).
-SCALED_METHODS = ("gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard")
-
-
-def default_weights(method: str) -> dict[str, float]:
-    """The toolkit's default regularizer weights of ``method`` (what ``--weight-scaling`` scales)."""
-    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
-    from wsss.potts.solver import SolverConfig
-
-    if method == "gridcrf":
-        return {"lam": GRIDCRF_LAMBDA}
-    if method in ("densecrf", "ncut", "kernelcut"):
-        return {"lam": default_dense_weight(method)}
-    if method in ("collision", "collision-hard"):
-        return {"lam": SolverConfig.lam, "eta": SolverConfig.eta}
-    return {}
 
 
 def seed_density_factor(density: float, reference: float) -> float:
@@ -263,7 +256,7 @@ class Settings:
     crf_bi_sxy: float
     crf_bi_compat: float
     tuned: bool
-    weight_scaling: str = "seed-density"
+    weight_scaling: str
 
     def schedule(self) -> dict[str, Any]:
         """What every training run shares (the table header)."""
@@ -681,7 +674,7 @@ def robustness_table(rows: list[dict[str, Any]], annotations: list[str]) -> str:
 
 def weight_scaling_note(s: Settings, factors: dict[str, dict[str, float]], methods: list[str]) -> str:
     """The robustness table's line on ``--weight-scaling`` (empty when nothing was scaled)."""
-    scaled = [m for m in ROBUST_METHODS if m in SCALED_METHODS and m in methods]
+    scaled = [m for m in ROBUST_METHODS if m in WEIGHTED_METHODS and m in methods]
     if s.weight_scaling != "seed-density" or not factors or not scaled:
         return ""
     parts = [f"{a} ×{f['factor']:.3g} (seeds {100 * f['seed_density']:.2f} % of the pixels)" for a, f in factors.items()]
@@ -756,7 +749,7 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
 
     for table, method, annotation in cells:
         over = overrides.get(method) if method in overrides else None
-        if (table == "robustness" and s.weight_scaling == "seed-density" and method in SCALED_METHODS
+        if (table == "robustness" and s.weight_scaling == "seed-density" and method in WEIGHTED_METHODS
                 and annotation != "scribbles"):
             over = scaled_weights(method, weight_factor(annotation), over) or None
         if report_only:  # tables from the finished cells only; nothing is trained or evaluated
