@@ -158,6 +158,12 @@ def test_robustness_cell_trains_with_scaled_weights(script, demo_root, tmp_path,
     _run(script, capsys, demo_root, out, *small)
     density = {a: script.seed_density(out / "seeds" / f"{a}.h5") for a in ("scribbles", "clicks")}
     assert 0 < density["clicks"] < density["scribbles"]
+    from wsss.artifacts import Artifact
+
+    for a, d in density.items():  # the stored statistics against a brute-force count of the label maps
+        with Artifact(out / "seeds" / f"{a}.h5", kind="seeds") as art:
+            labels = [art.read(i, "label") for i in art.ids]
+        assert d == pytest.approx(sum(int((x != 255).sum()) for x in labels) / sum(x.size for x in labels))
     factor = density["clicks"] / density["scribbles"]
     cfg = json.loads((out / "runs" / "densecrf@clicks" / "train" / "config.json").read_text())
     assert cfg["loss"]["lam"] == pytest.approx(default_dense_weight("densecrf") * factor)
