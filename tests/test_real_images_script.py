@@ -107,7 +107,7 @@ def test_budget_cap_then_resume(script, demo_root, tmp_path, capsys):
 def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
     out = tmp_path / "out"
     small = ["--limit-train", "4", "--limit-val", "2"]
-    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "pce,gridcrf", "--search", *small)
+    log = _run(script, capsys, demo_root, out, "--quick", "--methods", "pce,gridcrf", "--search", "--search-margin", "0", *small)
     assert log.count("search gridcrf: lam=") == 3
     search = json.loads((out / "search.json").read_text())
     trials = search["searches"]["main"]["trials"]
@@ -115,10 +115,22 @@ def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
 
     assert [t["value"] for t in trials] == pytest.approx([GRIDCRF_LAMBDA / 3, GRIDCRF_LAMBDA, GRIDCRF_LAMBDA * 3])
     assert all(0.0 <= t["miou"] <= 1.0 for t in trials)
+    # the default's trial is the main table's cell, not a second run of the same settings
+    assert [t["default"] for t in trials] == [False, True, False]
+    assert Path(trials[1]["run_dir"]) == out / "runs" / "gridcrf@scribbles"
+    assert (out / "runs" / "gridcrf@scribbles" / "status.json").exists()
     best = max(trials, key=lambda t: t["miou"])
+    if best["miou"] == trials[1]["miou"]:  # margin 0: the best wins, a tie keeps the default
+        best = trials[1]
     assert search["choice"]["gridcrf"]["values"] == {"lam": best["value"]}
     assert "pce" not in search["choice"]  # no weight to search
     assert "**(chosen)**" in (out / "search.md").read_text()
+    # a later call for another method adds its trials and keeps the earlier ones
+    _run(script, capsys, demo_root, out, "--quick", "--methods", "kernelcut", "--search", *small)
+    search = json.loads((out / "search.json").read_text())
+    assert [t["method"] for t in search["searches"]["main"]["trials"]] == ["gridcrf"] * 3 + ["kernelcut"] * 3
+    assert set(search["choice"]) == {"gridcrf", "kernelcut"}
+    assert search["choice"]["gridcrf"]["values"] == {"lam": best["value"]}
     # --tuned trains the main table with the chosen value, in its own folder
     log = _run(script, capsys, demo_root, out, "--quick", "--methods", "gridcrf", "--tuned", "--tables", "main", *small)
     row = json.loads((out / "results.json").read_text())["main"][0]
@@ -175,3 +187,17 @@ def test_robustness_cell_trains_with_scaled_weights(script, demo_root, tmp_path,
     _run(script, capsys, demo_root, tmp_path / "plain", *small, "--weight-scaling", "none")
     cfg = json.loads((tmp_path / "plain" / "runs" / "densecrf@clicks" / "train" / "config.json").read_text())
     assert cfg["loss"]["lam"] == pytest.approx(default_dense_weight("densecrf"))
+
+
+def test_search_choice_keeps_the_default_within_the_margin(script):
+    t = lambda v, m: {"value": v, "miou": m}  # noqa: E731
+    # a better value by less than the margin does not replace the default
+    assert script.choose_value([t(1.0, 0.30), t(3.0, 0.32), t(9.0, 0.20)], 3.0, 0.03)[0] == 3.0
+    assert script.choose_value([t(1.0, 0.34), t(3.0, 0.32), t(9.0, 0.20)], 3.0, 0.03)[0] == 3.0
+    # by more than the margin it does
+    value, why = script.choose_value([t(1.0, 0.36), t(3.0, 0.32), t(9.0, 0.20)], 3.0, 0.03)
+    assert value == 1.0 and "+4.0 points" in why
+    # the default failed (None) or is not in the grid: the best finished trial wins
+    assert script.choose_value([t(1.0, 0.10), t(3.0, None), t(9.0, 0.20)], 3.0, 0.03)[0] == 9.0
+    assert script.choose_value([t(5.0, 0.10), t(9.0, 0.25), t(15.0, 0.20)], None, 0.03)[0] == 9.0
+    assert script.choose_value([t(5.0, None)], None, 0.03) == (None, "no finished trial")
