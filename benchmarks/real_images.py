@@ -113,6 +113,24 @@ def default_weights(method: str) -> dict[str, float]:
     return {}
 
 
+def default_values(method: str) -> dict[str, float]:
+    """Every searchable parameter of ``method`` at the toolkit's default (the middle value of each grid):
+    the weights of :func:`default_weights`, the colour bandwidths and the self-labeling warm-up fraction."""
+    from wsss.losses.densecrf import DENSECRF_SIGMA_RGB
+    from wsss.losses.registry import SelfLabelingLoss
+    from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
+
+    out = dict(default_weights(method))
+    if method == "gridcrf":
+        out["bandwidth"] = DEFAULT_BANDWIDTH
+    elif method in ("densecrf", "ncut", "kernelcut"):
+        out["sigma_rgb"] = DENSECRF_SIGMA_RGB
+    elif method in ("collision", "collision-hard"):
+        out["bandwidth"] = DEFAULT_BANDWIDTH
+        out["warmup_fraction"] = SelfLabelingLoss.default_warmup_fraction
+    return out
+
+
 def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
     """``grid name → method → {parameter: 3 values}``: an equal, small search per method.
 
@@ -827,7 +845,7 @@ def run_search(s: Settings, methods: list[str], grid_name: str, doc: Path | None
     trials = [t for t in previous.get("searches", {}).get(grid_name, {}).get("trials", []) if t["method"] not in chosen]
     for method in chosen:
         (param, values), = grid[method].items()
-        default = default_weights(method).get(param)
+        default = default_values(method).get(param)
         mine = []
         for value in values:
             log(f"search {method}: {param}={value:.6g}" + (" (the default: the main table's cell)" if value == default else ""))

@@ -201,3 +201,15 @@ def test_search_choice_keeps_the_default_within_the_margin(script):
     assert script.choose_value([t(1.0, 0.10), t(3.0, None), t(9.0, 0.20)], 3.0, 0.03)[0] == 9.0
     assert script.choose_value([t(5.0, 0.10), t(9.0, 0.25), t(15.0, 0.20)], None, 0.03)[0] == 9.0
     assert script.choose_value([t(5.0, None)], None, 0.03) == (None, "no finished trial")
+
+
+def test_every_search_grid_is_centred_on_the_toolkit_default(script):
+    """The middle value of each grid is the default (so its trial is the main table's cell), read from the
+    library, not restated: a changed library default shows up here."""
+    from wsss.losses.registry import make_loss
+
+    for grid in script.search_grids().values():
+        for method, params in grid.items():
+            (param, values), = params.items()
+            assert values[1] == script.default_values(method)[param], (method, param)
+    assert make_loss("gridcrf", {}).bandwidth == script.default_values("gridcrf")["bandwidth"]

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from wsss.errors import UserError
 from wsss.losses.partial_ce import partial_ce_sum, soft_ce_sum
+from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
 
 
 @dataclass
@@ -136,7 +137,7 @@ class GridCRFLoss(TrainingLoss):
     name = "gridcrf"
 
     def __init__(self, lam: float | None = None, relaxation: str = "collision-divergence", neighbourhood: str = "nn4",
-                 bandwidth: float = 9.0):
+                 bandwidth: float = DEFAULT_BANDWIDTH):
         from wsss.potts.relaxations import get_relaxation
 
         get_relaxation(relaxation)  # validates the name
