@@ -417,6 +417,29 @@ def comparable(cfg) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in d.items() if k not in RESUME_FREE and k != "out"}, default=str))
 
 
+def resolved_loss(cfg) -> dict[str, Any]:
+    """The loss settings ``cfg`` trains with, library defaults filled in (as the run's config.json records them)."""
+    from wsss.losses.registry import make_loss
+
+    loss = make_loss(cfg.loss, json.loads(json.dumps(cfg.loss_options)))
+    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else int(round(loss.default_warmup_fraction * cfg.epochs))
+    return json.loads(json.dumps({"warmup_epochs": warmup, **loss.options()}, default=str))
+
+
+def stale_defaults(run_dir: Path, cfg) -> None:
+    """Refuse to reuse a run whose loss defaults (λ, bandwidths, warm-up: not in ``cfg`` when not overridden)
+    have changed in the library since it was trained: its RUN/train/config.json disagrees with them."""
+    path = run_dir / "train" / "config.json"
+    if not path.exists():
+        return
+    recorded = read_json(path).get("loss", {})
+    diff = {k: (recorded.get(k), v) for k, v in resolved_loss(cfg).items() if k in recorded and recorded[k] != v}
+    if diff:
+        what = ", ".join(f"{k} {old} → {new}" for k, (old, new) in sorted(diff.items()))
+        raise SystemExit(f"{run_dir}: trained with other loss defaults ({what}). Delete that run directory to retrain "
+                         "it with the current defaults, or use another OUT.")
+
+
 def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir/train`` unless already finished; resume an interrupted run.
     Returns the status record (state, train_seconds, epochs_done)."""
@@ -431,6 +454,8 @@ def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
                       if want.get(k) != status.get("train_config", {}).get(k))
         raise SystemExit(f"{run_dir}: was trained with other settings ({', '.join(diff)}). Use another OUT, or delete "
                          "that run directory to retrain it.")
+    if status is not None:
+        stale_defaults(run_dir, cfg)
     if status is not None and status["state"] == "done":
         log(f"skip train {run_dir.name}: finished ({status['train_seconds']:.0f} s, {status['epochs_done']} epochs)")
         return status

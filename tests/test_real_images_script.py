@@ -213,3 +213,27 @@ def test_every_search_grid_is_centred_on_the_toolkit_default(script):
             (param, values), = params.items()
             assert values[1] == script.default_values(method)[param], (method, param)
     assert make_loss("gridcrf", {}).bandwidth == script.default_values("gridcrf")["bandwidth"]
+
+
+def test_a_run_trained_under_other_loss_defaults_is_not_reused(script, tmp_path):
+    """A cell trained before a library default changed (λ not in its train config when not overridden) is
+    refused by its recorded config.json, not silently reported as the new default."""
+    from wsss.losses.registry import default_dense_weight
+    from wsss.training.loop import TrainConfig
+
+    run = tmp_path / "ncut@scribbles"
+    (run / "train").mkdir(parents=True)
+    cfg = TrainConfig(out=str(run / "train"), loss="ncut", loss_options={"dense": {}}, seeds="s.h5", epochs=30)
+    current = script.resolved_loss(cfg)
+    assert current["lam"] == default_dense_weight("ncut") and current["warmup_epochs"] == 0
+    (run / "train" / "config.json").write_text(json.dumps({"loss": {"name": "ncut", **current}}))
+    script.stale_defaults(run, cfg)  # same defaults: reused
+    (run / "train" / "config.json").write_text(json.dumps({"loss": {"name": "ncut", **current, "lam": 4500.0 * 7}}))
+    with pytest.raises(SystemExit, match=r"ncut@scribbles: trained with other loss defaults \(lam 31500.0 → "):
+        script.stale_defaults(run, cfg)
+    # an explicit override that matches the record is fine; collision's default warm-up is checked too
+    cfg = TrainConfig(out=str(run / "train"), loss="collision", loss_options={"solver": {"steps": 2}}, seeds="s.h5", epochs=30)
+    assert script.resolved_loss(cfg)["warmup_epochs"] == 6
+    (run / "train" / "config.json").write_text(json.dumps({"loss": {**script.resolved_loss(cfg), "warmup_epochs": 3}}))
+    with pytest.raises(SystemExit, match="warmup_epochs 3 → 6"):
+        script.stale_defaults(run, cfg)

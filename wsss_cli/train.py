@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         scale_max: float = typer.Option(2.0, "--scale-max", help="Random scale upper bound [2.0]."),
         flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flip."),
         # loss options
-        lam: Optional[float] = typer.Option(None, "--lambda", help="Weight λ of the regularizer [gridcrf: 0.5, collision: 60, both chosen on the demo data (docs/demo-results.md); dense losses: the spec's calibration in wsss.losses.densecrf]."),
+        lam: Optional[float] = typer.Option(None, "--lambda", help="Weight λ of the regularizer [gridcrf: 0.5, collision: 60 (demo data, kept by the CamVid search); densecrf: ≈7.75e-5, the spec's calibration to rloss (kept by the CamVid search); kernelcut: ⅓ of that, ncut: 1500 (CamVid search); docs/results.md]."),
         eta: Optional[float] = typer.Option(None, "--eta", help="collision: weight η of CE(y,σ) in solver and network step [0.3: the summary's value, confirmed on the demo data against 0.1 and 1.0]."),
         relaxation: Optional[str] = typer.Option(None, "--relaxation", help="Potts relaxation (gridcrf, collision) [collision-divergence]."),
         ce: Optional[str] = typer.Option(None, "--ce", help="collision: CE term standard, reverse, collision [collision]."),
