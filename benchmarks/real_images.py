@@ -855,6 +855,38 @@ def choose_value(trials: list[dict[str, Any]], default: float | None, margin: fl
     return best["value"], f"best val mIoU, {gain * 100:+.1f} points over the default (margin {margin * 100:.1f})"
 
 
+def search_table(s: Settings, result: dict[str, Any], grid_name: str) -> str:
+    """The Markdown of grid ``grid_name`` of a search record (OUT/search.json): header, rule, one row a trial.
+    ``(default)`` marks the library default when the trial ran."""
+    margin = result.get("margin", 0.03)
+    choice = result["choice"]
+    lines = ["| method | parameter | value | val mIoU | val F | train time | state |", "|---|---|---|---|---|---|---|"]
+    for t in result["searches"][grid_name]["trials"]:
+        mark = " **(chosen)**" if choice.get(t["method"], {}).get("values", {}).get(t["param"]) == t["value"] else ""
+        mark += " (default)" if t.get("default") else ""
+        state = t["state"] + (f" ({t['epochs_done']} epochs)" if t["state"] == "budget" and t.get("epochs_done") else "")
+        lines.append(f"| {t['method']} | {t['param']} | {t['value']:.4g}{mark} | {pct(t['miou'])} | {pct(t['f'])} | "
+                     f"{duration(t['train_seconds'])} | {state} |")
+    rule = (f"chosen by val mIoU without CRF; a value replaces the default only when it beats it by more than "
+            f"{margin * 100:.1f} points (`--search-margin`, the run-to-run noise)")
+    return header(s, result["machine"]) + f"\n\nGrid `{grid_name}` (3 values per method; {rule}):\n\n" + "\n".join(lines)
+
+
+def search_report(s: Settings, grid_name: str, doc: Path | None) -> str:
+    """``--search --report-only``: the table of grid ``grid_name`` from OUT/search.json, nothing trained."""
+    path = s.out / "search.json"
+    if not path.exists():
+        raise SystemExit(f"--report-only: {path} not found. Run with --search first.")
+    result = read_json(path)
+    if grid_name not in result.get("searches", {}):
+        raise SystemExit(f"--report-only: {path} has no '{grid_name}' grid yet (has: {', '.join(result.get('searches', {})) or 'none'}).")
+    body = search_table(s, result, grid_name)
+    print(body)
+    if doc is not None:
+        update_doc(doc, {f"search-{grid_name}": body})
+    return body
+
+
 def run_search(s: Settings, methods: list[str], grid_name: str, doc: Path | None, margin: float = 0.03) -> dict[str, Any]:
     """Train each method of ``methods`` in grid ``grid_name`` on full scribbles with each of its 3 values; choose
     by :func:`choose_value`. The default's trial is the main table's cell (same run), not a second training.
@@ -899,18 +931,10 @@ def run_search(s: Settings, methods: list[str], grid_name: str, doc: Path | None
     searches[grid_name] = {"grid": {m: grid[m] for m in grid if m in searched}, "trials": trials}
     result = {"kind": "wsss-real-images-search", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "data": str(s.data), "schedule": s.schedule(), "machine": info, "searches": searches, "choice": choice,
-              "units": "fractions in [0, 1]", "wall_seconds_this_call": wall, "command": " ".join(sys.argv)}
+              "units": "fractions in [0, 1]", "margin": margin, "wall_seconds_this_call": wall,
+              "command": " ".join(sys.argv)}
     write_json(s.out / "search.json", result)
-    lines = ["| method | parameter | value | val mIoU | val F | train time | state |", "|---|---|---|---|---|---|---|"]
-    for t in trials:
-        mark = " **(chosen)**" if choice.get(t["method"], {}).get("values", {}).get(t["param"]) == t["value"] else ""
-        mark += " (default)" if t.get("default") else ""
-        state = t["state"] + (f" ({t['epochs_done']} epochs)" if t["state"] == "budget" and t.get("epochs_done") else "")
-        lines.append(f"| {t['method']} | {t['param']} | {t['value']:.4g}{mark} | {pct(t['miou'])} | {pct(t['f'])} | "
-                     f"{duration(t['train_seconds'])} | {state} |")
-    rule = (f"chosen by val mIoU without CRF; a value replaces the default only when it beats it by more than "
-            f"{margin * 100:.1f} points (`--search-margin`, the run-to-run noise)")
-    body = header(s, info) + f"\n\nGrid `{grid_name}` (3 values per method; {rule}):\n\n" + "\n".join(lines)
+    body = search_table(s, result, grid_name)
     write_text(s.out / "search.md", f"# Search ({s.data.name})\n\nCommand: `{' '.join(sys.argv)}`\n\n{body}\n")
     log(f"wrote {s.out / 'search.md'} and {s.out / 'search.json'} ({duration(wall)})")
     if doc is not None:
@@ -986,7 +1010,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(s.seed)
     if args.search:
-        run_search(s, methods, args.search_grid, args.update_doc, margin=args.search_margin / 100.0)
+        if args.report_only:
+            search_report(s, args.search_grid, args.update_doc)
+        else:
+            run_search(s, methods, args.search_grid, args.update_doc, margin=args.search_margin / 100.0)
     else:
         run_tables(s, methods, annotations, tables, args.update_doc, report_only=args.report_only)
     return 0

@@ -131,6 +131,14 @@ def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
     assert [t["method"] for t in search["searches"]["main"]["trials"]] == ["gridcrf"] * 3 + ["kernelcut"] * 3
     assert set(search["choice"]) == {"gridcrf", "kernelcut"}
     assert search["choice"]["gridcrf"]["values"] == {"lam": best["value"]}
+    # --report-only rebuilds the grid's table from search.json without training
+    doc = tmp_path / "results.md"
+    doc.write_text("<!-- results:search-main:begin -->\nnot yet run\n<!-- results:search-main:end -->\n")
+    log = _run(script, capsys, demo_root, out, "--quick", "--search", "--report-only", "--update-doc", doc, *small)
+    assert "search gridcrf:" not in log and "epoch 1/1" not in log
+    text = doc.read_text()
+    assert "not yet run" not in text and text.count("| kernelcut | lam |") == 3 and text.count("| gridcrf | lam |") == 3
+    assert text.count("(default)") == 2 and text.count("**(chosen)**") == 2
     # --tuned trains the main table with the chosen value, in its own folder
     log = _run(script, capsys, demo_root, out, "--quick", "--methods", "gridcrf", "--tuned", "--tables", "main", *small)
     row = json.loads((out / "results.json").read_text())["main"][0]
