@@ -90,7 +90,8 @@ class SolverConfig:
         lam: weight λ of the Potts term: 60 (toolkit, chosen by evidence; the summary's 6 was the starting
             point): on the demo data, collision training with η 0.3 and λ ∈ {1, 2, 6, 20, 60, 200} gave val
             mIoU 56.4 / 61.6 / 65.8 / 71.2 / 72.9 / 72.7 (docs/demo-results.md); on CamVid the offline
-            pseudo-labels from one pce model scored 58.1 (λ 6) vs 63.2 (λ 60) mIoU on train (docs/results.md).
+            pseudo-labels from one pce model scored 58.1 (λ 6) vs 63.2 (λ 60) mIoU on train, and collision
+            training with λ 20 / 60 / 180 gave val mIoU 26.8 / 31.0 / 29.6 (docs/results.md).
         relaxation: Potts relaxation (:data:`wsss.potts.relaxations.RELAXATIONS`); default
             ``collision-divergence``, the paper's recommendation (Table 3).
         ce: CE term (:data:`wsss.potts.crossentropy.CROSS_ENTROPIES`); default ``collision`` (paper's best).
