@@ -418,12 +418,13 @@ def comparable(cfg) -> dict[str, Any]:
 
 
 def resolved_loss(cfg) -> dict[str, Any]:
-    """The loss settings ``cfg`` trains with, library defaults filled in (as the run's config.json records them)."""
+    """The loss settings ``cfg`` trains with, library defaults filled in: the training loop's own record
+    (:func:`wsss.training.loop.loss_record`, what RUN/train/config.json holds), as JSON values."""
     from wsss.losses.registry import make_loss
+    from wsss.training.loop import loss_record
 
-    loss = make_loss(cfg.loss, json.loads(json.dumps(cfg.loss_options)))
-    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else int(round(loss.default_warmup_fraction * cfg.epochs))
-    return json.loads(json.dumps({"warmup_epochs": warmup, **loss.options()}, default=str))
+    loss = make_loss(cfg.loss, json.loads(json.dumps(cfg.loss_options)))  # make_loss consumes its options
+    return json.loads(json.dumps(loss_record(cfg, loss), default=str))
 
 
 def stale_defaults(run_dir: Path, cfg) -> None:
@@ -835,6 +836,11 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
     return result
 
 
+#: Default ``--search-margin`` (a fraction of mIoU): the run-to-run noise of one cpu-budget run
+#: (docs/results.md: the same run with 1 and 2 threads differs by 2–4 points).
+SEARCH_MARGIN = 0.03
+
+
 def choose_value(trials: list[dict[str, Any]], default: float | None, margin: float) -> tuple[float | None, str]:
     """The chosen value among one method's ``trials`` (``{"value", "miou"}``, mIoU a fraction or None) and why.
 
@@ -858,7 +864,7 @@ def choose_value(trials: list[dict[str, Any]], default: float | None, margin: fl
 def search_table(s: Settings, result: dict[str, Any], grid_name: str) -> str:
     """The Markdown of grid ``grid_name`` of a search record (OUT/search.json): header, rule, one row a trial.
     ``(default)`` marks the library default when the trial ran."""
-    margin = result.get("margin", 0.03)
+    margin = result.get("margin", SEARCH_MARGIN)
     choice = result["choice"]
     lines = ["| method | parameter | value | val mIoU | val F | train time | state |", "|---|---|---|---|---|---|---|"]
     for t in result["searches"][grid_name]["trials"]:
@@ -887,7 +893,8 @@ def search_report(s: Settings, grid_name: str, doc: Path | None) -> str:
     return body
 
 
-def run_search(s: Settings, methods: list[str], grid_name: str, doc: Path | None, margin: float = 0.03) -> dict[str, Any]:
+def run_search(s: Settings, methods: list[str], grid_name: str, doc: Path | None,
+               margin: float = SEARCH_MARGIN) -> dict[str, Any]:
     """Train each method of ``methods`` in grid ``grid_name`` on full scribbles with each of its 3 values; choose
     by :func:`choose_value`. The default's trial is the main table's cell (same run), not a second training.
     Trials of methods not in this call stay in OUT/search.json, so a grid can be built one method at a time."""
@@ -975,9 +982,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--crf-bi-compat", type=float, default=CRF_BI_COMPAT, help="eval CRF bilateral compat (default 5)")
     ap.add_argument("--search", action="store_true", help="search mode: 3 values per method on full scribbles, chosen on val")
     ap.add_argument("--search-grid", default="main", choices=("main", "bandwidth", "warmup"))
-    ap.add_argument("--search-margin", type=float, default=3.0,
-                    help="points of val mIoU by which a searched value must beat the default to replace it (default 3: "
-                    "the run-to-run noise of one cpu-budget run, docs/results.md)")
+    ap.add_argument("--search-margin", type=float, default=100 * SEARCH_MARGIN,
+                    help=f"points of val mIoU by which a searched value must beat the default to replace it (default "
+                    f"{100 * SEARCH_MARGIN:g}: the run-to-run noise of one cpu-budget run, docs/results.md)")
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild the tables from the finished cells in OUT without training anything (unfinished: 'not yet run')")
     ap.add_argument("--tuned", action="store_true", help="use the values chosen by --search (OUT/search.json), runs in OUT/runs-tuned")

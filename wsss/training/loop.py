@@ -133,6 +133,14 @@ def _check_config(cfg: TrainConfig) -> None:
             raise UserError(f"{message}. Fix the option.")
 
 
+def loss_record(cfg: TrainConfig, loss: TrainingLoss) -> dict[str, Any]:
+    """What a run trains with, library defaults filled in (its config.json's ``loss``): name, target, the pCE
+    warm-up in epochs (``cfg.warmup_epochs``, or the loss's default fraction of ``cfg.epochs``) and the loss's
+    resolved options."""
+    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else int(round(loss.default_warmup_fraction * cfg.epochs))
+    return {"name": loss.name, "target": loss.target, "warmup_epochs": warmup, **loss.options()}
+
+
 def open_training_data(cfg: TrainConfig, loss: TrainingLoss):
     """``(dataset, TargetSource, input provenance list)`` for the loss's target kind."""
     artifact = None
@@ -213,7 +221,7 @@ class SegmentationTask(TrainingTask):
         cfg, loss = self.cfg, self.loss
         self.ctx = ctx
         self.dataset, self.targets, self.inputs = open_training_data(cfg, loss)
-        self.warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else int(round(loss.default_warmup_fraction * cfg.epochs))
+        self.warmup = loss_record(cfg, loss)["warmup_epochs"]
         self.model_config = ModelConfig(
             num_classes=self.dataset.num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
             width_mult=cfg.width_mult, head_channels=cfg.head_channels,
@@ -223,7 +231,7 @@ class SegmentationTask(TrainingTask):
         loss = self.loss
         return {
             "model": self.model_config.to_dict(),
-            "loss": {"name": loss.name, "target": loss.target, "warmup_epochs": self.warmup, **loss.options()},
+            "loss": loss_record(self.cfg, loss),
             "classes": self.dataset.classes,
             "dataset": self.dataset.describe(),
             "inputs": self.inputs,
