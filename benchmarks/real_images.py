@@ -986,7 +986,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"points of val mIoU by which a searched value must beat the default to replace it (default "
                     f"{100 * SEARCH_MARGIN:g}: the run-to-run noise of one cpu-budget run, docs/results.md)")
     ap.add_argument("--report-only", action="store_true",
-                    help="rebuild the tables from the finished cells in OUT without training anything (unfinished: 'not yet run')")
+                    help="rebuild the tables from the finished cells in OUT without training anything (unfinished: 'not yet run'); "
+                    "with --search: the --search-grid table from OUT/search.json")
     ap.add_argument("--tuned", action="store_true", help="use the values chosen by --search (OUT/search.json), runs in OUT/runs-tuned")
     ap.add_argument("--weight-scaling", default="seed-density", choices=("seed-density", "none"),
                     help="robustness table: scale the regularizer weights (λ; η and λ of self-labeling) of every "
