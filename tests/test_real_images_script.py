@@ -1,4 +1,4 @@
-"""benchmarks/real_images.py in --quick form on the tiny demo set: tables, skip-finished, budget cap
+"""experiments/real_images.py in --quick form on the tiny demo set: tables, skip-finished, budget cap
 + resume, search mode and the docs marker update."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "real_images.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "real_images.py"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/real_images.py DATA OUT [--device cpu|cuda] [--quick] [--methods pce,collision]
+    python experiments/real_images.py DATA OUT [--device cpu|cuda] [--quick] [--methods pce,collision]
         [--annotations scribbles,clicks] [--tables main,robustness] [--budget-minutes 20] [--epochs N]
         [--crop-size N] [--backbone NAME] [--batch-size N] [--seed 0] [--search [--search-grid main]]
         [--tuned] [--update-doc docs/results.md]
@@ -405,7 +405,7 @@ def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any],
         backbone=s.backbone, width_mult=s.width_mult, head_channels=s.head_channels, epochs=s.epochs,
         batch_size=s.batch_size, crop_size=s.crop_size, lr=s.lr, warmup_epochs=warmup, seed=s.seed, device=s.device,
         workers=0, log_every=10, progress=sys.stderr.isatty(),
-        command=f"benchmarks/real_images.py ({run_dir.name})",
+        command=f"experiments/real_images.py ({run_dir.name})",
     )
 
 
@@ -509,7 +509,7 @@ def predict(s: Settings, checkpoint: Path, out: Path, data: Path, split: str) ->
     log(f"predict {split} → {out}")
     stage.run(stage.PredictConfig(checkpoint=str(checkpoint), out=str(out), data=str(data), layout="generic",
                                   split=split, device=s.device, workers=1 if s.device.startswith("cuda") else s.workers,
-                                  resume=True, command="benchmarks/real_images.py"))
+                                  resume=True, command="experiments/real_images.py"))
     return out
 
 
