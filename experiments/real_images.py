@@ -396,7 +396,7 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
 
 def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any], warmup: int | None,
                  seeds: Path | None = None, pseudolabels: Path | None = None):
-    from wsss.training.loop import TrainConfig
+    from wsss.training.segmentation import TrainConfig
 
     return TrainConfig(
         out=str(run_dir / "train"), loss=loss, loss_options=options,
@@ -411,7 +411,7 @@ def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any],
 
 def comparable(cfg) -> dict[str, Any]:
     """The settings that define a run (what must match for a finished run to be reused)."""
-    from wsss.training.loop import RESUME_FREE
+    from wsss.training.engine import RESUME_FREE
 
     d = dataclasses.asdict(cfg)
     return json.loads(json.dumps({k: v for k, v in d.items() if k not in RESUME_FREE and k != "out"}, default=str))
@@ -419,9 +419,9 @@ def comparable(cfg) -> dict[str, Any]:
 
 def resolved_loss(cfg) -> dict[str, Any]:
     """The loss settings ``cfg`` trains with, library defaults filled in: the training loop's own record
-    (:func:`wsss.training.loop.loss_record`, what RUN/train/config.json holds), as JSON values."""
+    (:func:`wsss.training.segmentation.loss_record`, what RUN/train/config.json holds), as JSON values."""
     from wsss.losses.registry import make_loss
-    from wsss.training.loop import loss_record
+    from wsss.training.segmentation import loss_record
 
     loss = make_loss(cfg.loss, json.loads(json.dumps(cfg.loss_options)))  # make_loss consumes its options
     return json.loads(json.dumps(loss_record(cfg, loss), default=str))
@@ -444,7 +444,7 @@ def stale_defaults(run_dir: Path, cfg) -> None:
 def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir/train`` unless already finished; resume an interrupted run.
     Returns the status record (state, train_seconds, epochs_done)."""
-    from wsss.training.loop import train
+    from wsss.training.segmentation import train
 
     status_path = run_dir / "status.json"
     status = read_json(status_path) if status_path.exists() else None

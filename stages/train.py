@@ -2,14 +2,14 @@
 
 ``run(TrainConfig(...)) -> RUN`` (the run directory; its ``last.pt`` feeds ``wsss predict``). The work
 is in :mod:`wsss.training`; options, defaults and their sources are documented on
-:class:`wsss.training.loop.TrainConfig` and :mod:`wsss.losses.registry`.
+:class:`wsss.training.segmentation.TrainConfig` and :mod:`wsss.losses.registry`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from wsss.training.loop import TrainConfig, train
+from wsss.training.segmentation import TrainConfig, train
 
 __all__ = ["TrainConfig", "run"]
 

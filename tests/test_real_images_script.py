@@ -227,7 +227,7 @@ def test_a_run_trained_under_other_loss_defaults_is_not_reused(script, tmp_path)
     """A cell trained before a library default changed (λ not in its train config when not overridden) is
     refused by its recorded config.json, not silently reported as the new default."""
     from wsss.losses.registry import default_dense_weight
-    from wsss.training.loop import TrainConfig
+    from wsss.training.segmentation import TrainConfig
 
     run = tmp_path / "ncut@scribbles"
     (run / "train").mkdir(parents=True)

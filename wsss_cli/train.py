@@ -1,6 +1,6 @@
 """``wsss train``: train DeepLabV3+ with one of the losses of :mod:`wsss.losses.registry`.
 
-Option parsing only; the loop is :mod:`wsss.training.loop`. Runs under ``torchrun`` unchanged
+Option parsing only; the task is :mod:`wsss.training.segmentation`, the loop :mod:`wsss.training.engine`. Runs under ``torchrun`` unchanged
 (DistributedDataParallel, one run directory written by rank 0).
 """
 
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         stop_after_epoch: Optional[int] = typer.Option(None, "--stop-after-epoch", hidden=True, help="Stop after N finished epochs (resume later)."),
     ) -> None:
         from wsss.stages import train as stage
-        from wsss.training.loop import TrainConfig
+        from wsss.training.segmentation import TrainConfig
 
         opts = loss_options(loss, lam=lam, eta=eta, relaxation=relaxation, ce=ce, neighbourhood=neighbourhood,
                             bandwidth=bandwidth, solver_steps=solver_steps, solver_lr=solver_lr,

@@ -1,7 +1,8 @@
 """``wsss cam train``: the CAM classifier trained from image tags on the toolkit's one training loop.
 
-:class:`CamTask` plugs into :func:`wsss.training.loop.run_task` (run directory, checkpoints,
-``--resume``, ``torchrun`` DDP, progress, poly learning rate). Spec: ``cam.md``.
+:class:`CamTask` is trained by the generic loop :func:`wsss.training.engine.run_task` (run directory,
+checkpoints, ``--resume``, ``torchrun`` DDP, progress, poly learning rate), as the segmentation task
+:class:`wsss.training.segmentation.SegmentationTask` is. Spec: ``cam.md``.
 
 - Model (:func:`build_cam_model`): a backbone of :mod:`wsss.models.backbones` (its stride-
   ``output_stride`` features; weights via :func:`wsss.models.load_backbone_weights`: a local
@@ -362,7 +363,7 @@ class CamTask(TrainingTask):
         for params, mult, wd in ((pre_w, 1.0, cfg.weight_decay), (pre_b, 2.0, 0.0),
                                  (new_w, cfg.head_lr_mult, cfg.weight_decay), (new_b, 2.0 * cfg.head_lr_mult, 0.0)):
             if params:
-                groups.append({"params": params, "lr": cfg.lr * mult, "base_lr": cfg.lr * mult, "weight_decay": wd})
+                groups.append({"params": params, "lr": cfg.lr * mult, "weight_decay": wd})
         return groups
 
     def trainset(self) -> CamTrainSet:
@@ -429,7 +430,7 @@ def check_cam_config(cfg: CamTrainConfig) -> None:
 
 def train_cams(cfg: CamTrainConfig, on_step=None, on_epoch_end=None):
     """Train the CAM classifier; returns the run directory (``last.pt`` feeds ``wsss cam export``)."""
-    from wsss.training.loop import run_task
+    from wsss.training.engine import run_task
 
     return run_task(CamTask(cfg), cfg, on_step=on_step, on_epoch_end=on_epoch_end)
 

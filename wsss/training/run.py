@@ -10,8 +10,9 @@
 
 A checkpoint (``torch.save`` dict) holds: ``format`` ("wsss-checkpoint"), ``version``, ``model_config``
 (:class:`wsss.models.ModelConfig` as dict), ``model`` (state dict), ``optimizer``, ``scaler``, ``epoch``
-(finished epochs), ``step`` (optimizer steps), ``rng`` (torch CPU/CUDA generator states), ``config``,
-``classes``, ``dataset``. Files are written to ``*.tmp`` and renamed (atomic).
+(finished epochs), ``step`` (optimizer steps), ``scheduler`` (the poly schedule's state), ``rng`` (torch
+CPU/CUDA generator states), ``config``, ``classes``, ``dataset`` and ``task`` (the training task's name,
+:func:`checkpoint_task`). Files are written to ``*.tmp`` and renamed (atomic).
 """
 
 from __future__ import annotations
@@ -110,6 +111,15 @@ def _atomic_save(state: dict[str, Any], path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+#: the task of checkpoints that name none (written before the CAM task existed)
+UNNAMED_TASK = "segmentation"
+
+
+def checkpoint_task(state: dict[str, Any]) -> str:
+    """The name of the training task that wrote a checkpoint dict (``task``; :data:`UNNAMED_TASK` if absent)."""
+    return str(state.get("task", UNNAMED_TASK))
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

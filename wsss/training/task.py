@@ -1,23 +1,28 @@
-"""What a training task gives the one training loop (:func:`wsss.training.loop.run_task`).
+"""What a training task gives the generic loop :func:`wsss.training.engine.run_task`.
 
 The loop owns everything common to every network the toolkit trains: devices, ``torchrun`` DDP,
-the run directory, checkpoints and ``--resume``, SGD with poly decay, the data order
-(:class:`~wsss.training.data.EpochSampler`), progress and metrics. A task owns what differs:
+the run directory, checkpoints and ``--resume``, SGD with the poly schedule
+(:class:`~wsss.training.schedule.PolyLR`), the data order (:class:`~wsss.training.data.EpochSampler`),
+progress and metrics. A task owns what differs:
 
 - the data: :meth:`setup` opens inputs, :meth:`trainset` returns a torch ``Dataset`` indexed by
   ``(epoch, index)`` whose samples are dicts of tensors with at least ``image`` (``3×H×W``);
-- the model: :meth:`build_model` (with pretrained weights) and :meth:`empty_model` (same
-  architecture, for ``--resume``); :meth:`param_groups` (each group with ``lr`` and ``base_lr``;
-  the loop applies the poly factor to ``base_lr``);
+- the model: :meth:`build_model` (pretrained weights, or the weights of an earlier run for a second
+  training phase) and :meth:`empty_model` (same architecture, for ``--resume``); :meth:`param_groups`
+  (each group with its ``lr`` at step 0, optionally its own ``weight_decay``; the schedule scales ``lr``);
 - the loss: :meth:`batch_terms` returns named **batch sums** (0-dim tensors) and
   :meth:`normalizer` the local count ``Z_b`` they are divided by (summed over ranks by the loop):
-  valid pixels for segmentation (notation.md), images for the CAM classifier (cam.md's per-image
-  means);
+  valid pixels for segmentation, images for the CAM classifier (its per-image means; docs/methods.md).
+  ``batch_terms`` gets the (DDP-wrapped) model and may run it more than once per batch (e.g. a loss on
+  a second, augmented view);
 - what goes into ``config.json`` (:meth:`record`), checkpoints (:meth:`checkpoint_fields`),
-  per-epoch validation (:meth:`validate`) and extra keys of the metric records (:meth:`epoch_info`).
+  per-epoch validation (:meth:`prepare_validation`, :meth:`validate`) and extra keys of the metric
+  records (:meth:`epoch_info`).
 
-Segmentation: :class:`wsss.training.loop.SegmentationTask`. CAM classification:
-:class:`wsss.cam.training.CamTask`.
+Tasks: :class:`wsss.training.segmentation.SegmentationTask` (``wsss train``),
+:class:`wsss.cam.training.CamTask` (``wsss cam train``). A new task subclasses :class:`TrainingTask`, gets a
+configuration dataclass with the loop's common fields (listed in :mod:`wsss.training.engine`) and calls
+``run_task(task, cfg)``.
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ from wsss.parallel import DistributedContext
 
 
 class TrainingTask:
-    """Base class; see the module docstring. ``name`` is stored in checkpoints (``task``; absent
-    means ``segmentation``), ``label`` is the progress-bar text."""
+    """Base class; see the module docstring. ``name`` (each task sets its own) is stored in checkpoints
+    (``task``) and checked by ``--resume``; ``label`` is the progress-bar text."""
 
-    name = "segmentation"
+    name: str
     label = "train"
 
     def setup(self, ctx: DistributedContext) -> None:
