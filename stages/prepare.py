@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from wsss.annotations.blocks import blocks_from_mask
+from wsss.annotations.blocks import block_grid, blocks_from_mask
 from wsss.annotations.objects import Objects, find_background, find_objects
 from wsss.annotations.points import check_points, points_from_objects, read_points_file, render_points
+from wsss.annotations.rule import MIN_OBJECT_FRACTION, OBJECT_RULES, annotated_objects, stroke_width, unannotated_pixels
 from wsss.annotations.scribbles import apply_drop, edit_scribbles, render_scribbles, scribbles_from_objects
 from wsss.annotations.scribblesup import load_seed_png, read_scribblesup_xml
 from wsss.annotations.seeding import image_rng
@@ -41,9 +42,10 @@ from wsss.parallel import run_per_image
 
 IGNORE_INDEX = 255
 
-#: Defaults (spec/annotations.md unless marked "toolkit choice")
-DEFAULT_WIDTH = 3  # rloss's ScribbleSup conversion, 3 px
-DEFAULT_MIN_AREA = 16  # toolkit choice: smaller objects get a point instead of a scribble
+#: Defaults (toolkit choices unless a source is named)
+DEFAULT_WIDTH = 3  # imported ScribbleSup XML: rloss's conversion, 3 px (generated: wsss.annotations.rule.stroke_width)
+DEFAULT_MIN_AREA = 16  # objects="all": smaller objects get a point instead of a scribble
+DEFAULT_OBJECTS = "large"  # the object rule of wsss.annotations.rule
 DEFAULT_BLOCK_SIZE = 32  # toolkit choice: TEL's block size is not documented in the spec
 DEFAULT_KEEP = 0.5  # toolkit choice
 
@@ -90,6 +92,26 @@ def _require_masks(dataset: Dataset, what: str) -> None:
         )
 
 
+def _check_rule(objects: str, min_object: float) -> None:
+    if objects not in OBJECT_RULES:
+        raise UserError(f"--objects {objects}: choose {' or '.join(OBJECT_RULES)}.")
+    _check("--min-object", min_object, 0.0, 1.0)
+
+
+def _selected_objects(dataset: Dataset, image_id: str, objects: Objects, shape: tuple[int, int], rule: str,
+                      min_object: float, what: str, excluded: bool) -> np.ndarray:
+    """The object rule's selection (:func:`~wsss.annotations.rule.annotated_objects`); UserError when
+    the image has nothing to annotate."""
+    selected = annotated_objects(objects, shape, rule, min_object)
+    if not selected.any():
+        if len(objects) == 0:
+            raise UserError(f"{dataset.mask_path(image_id)}: no object to {what} (only 255{' and background' if excluded else ''} "
+                            "pixels). Fix the mask, or pass --skip-bad to leave the image out.")
+        raise UserError(f"{dataset.mask_path(image_id)}: no object of at least {100 * min_object:g} % of the image to {what} "
+                        f"({len(objects)} smaller fragments). Lower --min-object, pass --objects all, or --skip-bad.")
+    return selected
+
+
 def _check(name: str, value: float, lo: float, hi: float | None = None) -> None:
     if value < lo or (hi is not None and value > hi):
         span = f"in [{lo}, {hi}]" if hi is not None else f"at least {lo}"
@@ -102,10 +124,13 @@ def objects_without_seed(objects: Objects, label: np.ndarray) -> int:
     return len(objects) - int((seeded > 0).sum())
 
 
-def _object_attrs(objects: Objects | None, label: np.ndarray) -> dict[str, int]:
+def _object_attrs(objects: Objects | None, label: np.ndarray, selected: np.ndarray | None = None) -> dict[str, int]:
     if objects is None:
         return {}
-    return {"objects": len(objects), "objects_without_seed": objects_without_seed(objects, label)}
+    attrs = {"objects": len(objects), "objects_without_seed": objects_without_seed(objects, label)}
+    if selected is not None:
+        attrs["objects_below_minimum"] = int((~selected).sum())
+    return attrs
 
 
 def _guard(fn: Callable[[str], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]], skip_bad: bool):
@@ -131,7 +156,8 @@ def _finalize_seeds(classes: list[str], output: Path):
                 stats.skip(image_id, attrs["skipped"])
                 writer.remove(image_id)
                 continue
-            stats.add(writer.read(image_id, "label"), attrs.get("objects"), attrs.get("objects_without_seed"))
+            stats.add(writer.read(image_id, "label"), attrs.get("objects"), attrs.get("objects_without_seed"),
+                      seeds=attrs.get("seeds"), objects_below_minimum=attrs.get("objects_below_minimum"))
         if not stats.fractions:
             raise UserError(f"{output}: every image was skipped as bad input ({len(stats.skipped)}); nothing written. "
                             f"First problem: {stats.skipped[0]['reason'] if stats.skipped else '-'}")
@@ -205,7 +231,9 @@ def run_scribbles(
     drop_rate: float = 0.0,
     drop_unit: str = "object",
     drop_background: bool = False,
-    width: int = DEFAULT_WIDTH,
+    width: int | None = None,
+    objects: str = DEFAULT_OBJECTS,
+    min_object: float = MIN_OBJECT_FRACTION,
     min_area: int = DEFAULT_MIN_AREA,
     erode: int = 0,
     background: bool = True,
@@ -232,8 +260,13 @@ def run_scribbles(
             component of a class is an object).
         drop_unit: ``object`` or ``scribble``.
         drop_background: allow dropping background objects (default off).
-        width: stroke width in px for XML and generated scribbles (default 3).
-        min_area: generated: objects smaller than this get a point (default 16 px).
+        width: stroke width in px; None = 3 for XML (rloss's conversion), and for generated scribbles
+            :func:`wsss.annotations.rule.stroke_width` (3 px per 500 px of the longer image side).
+        objects: generated: the object rule, ``large`` (default: one scribble per object of at least
+            ``min_object`` of the image area, smaller fragments unlabelled) or ``all`` (every fragment,
+            the earlier behaviour); :mod:`wsss.annotations.rule`.
+        min_object: generated, ``large``: minimum object area as a fraction of the image (default 0.002).
+        min_area: generated, ``all``: objects smaller than this get a point (default 16 px).
         erode: generated: erosion radius before skeletonising (default 0).
         background: generated: scribble the background class too (default on).
         background_class: ``auto`` (a class named "background"), ``none``, or a name/index.
@@ -252,7 +285,9 @@ def run_scribbles(
     _check("--length-ratio", length_ratio, 0.0, 1.0)
     _check("--shrink-rate", shrink_rate, 0.0, 1.0)
     _check("--drop-rate", drop_rate, 0.0, 1.0)
-    _check("--width", width, 1)
+    if width is not None:
+        _check("--width", width, 1)
+    _check_rule(objects, min_object)
     _check("--min-area", min_area, 0)
     _check("--erode", erode, 0)
     if shrink_position not in ("random", "centre", "center"):
@@ -280,17 +315,17 @@ def run_scribbles(
         return apply_drop(scribbles, drop_rate, image_rng(seed, image_id, "drop"), unit=drop_unit,
                           background=bg, drop_background=drop_background)
 
+    rule = objects
+
     def generated(image_id: str):
         shape = image_shape(dataset, image_id)
         mask = dataset.load_mask(image_id, shape)
-        objects = find_objects(mask, K, exclude=exclude)
-        if len(objects) == 0:
-            raise UserError(f"{dataset.mask_path(image_id)}: no object to scribble (only 255{' and background' if exclude else ''} "
-                            "pixels). Fix the mask, or pass --skip-bad to leave the image out.")
-        scribbles = scribbles_from_objects(objects, min_area=min_area, erode=erode)
+        found = find_objects(mask, K, exclude=exclude)
+        selected = _selected_objects(dataset, image_id, found, shape, rule, min_object, "scribble", bool(exclude))
+        scribbles = scribbles_from_objects(found, min_area=min_area, erode=erode, selected=selected)
         scribbles, dropped = edit_and_drop(scribbles, image_id)
-        label = render_scribbles(scribbles, shape, width, objects=objects)
-        return {"label": label}, {**_object_attrs(objects, label), "dropped": dropped}
+        label = render_scribbles(scribbles, shape, width or stroke_width(shape), objects=found)
+        return {"label": label}, {**_object_attrs(found, label, selected), "dropped": dropped, "seeds": len(scribbles)}
 
     def from_xml(image_id: str):
         shape = image_shape(dataset, image_id)
@@ -298,9 +333,10 @@ def run_scribbles(
         mask = _optional_mask(dataset, image_id, shape, True)
         scribbles, dropped = edit_and_drop(scribbles, image_id)
         valid = (mask != IGNORE_INDEX) if (mask is not None and mask_ignore) else None
-        label = render_scribbles(scribbles, shape, width, valid=valid)
-        objects = find_objects(mask, K) if mask is not None else None
-        return {"label": label}, {**_object_attrs(objects, label), "dropped": dropped, "scribbles": len(scribbles)}
+        label = render_scribbles(scribbles, shape, width or DEFAULT_WIDTH, valid=valid)
+        found = find_objects(mask, K) if mask is not None else None
+        return {"label": label}, {**_object_attrs(found, label), "dropped": dropped, "scribbles": len(scribbles),
+                                  "seeds": len(scribbles)}
 
     def from_png(image_id: str):
         shape = image_shape(dataset, image_id)
@@ -321,8 +357,8 @@ def run_scribbles(
         mask = _optional_mask(dataset, image_id, shape, True)
         if mask is not None and mask_ignore:
             label[mask == IGNORE_INDEX] = IGNORE_INDEX
-        objects = find_objects(mask, K) if mask is not None else None
-        return {"label": label}, {**_object_attrs(objects, label), "dropped": dropped}
+        found = find_objects(mask, K) if mask is not None else None
+        return {"label": label}, {**_object_attrs(found, label), "dropped": dropped}
 
     fn = {"masks": generated, "xml": from_xml, "png": from_png}[source]
     cfg = _config(config, params, source=source, background_index=bg)
@@ -344,6 +380,8 @@ def run_points(
     points_file: str | Path | None = None,
     random: bool = False,
     radius: int = 0,
+    objects: str = DEFAULT_OBJECTS,
+    min_object: float = MIN_OBJECT_FRACTION,
     background: bool = True,
     background_class: str = "auto",
     mask_ignore: bool = True,
@@ -359,12 +397,16 @@ def run_points(
         points_file: CSV / JSON clicks (:mod:`wsss.annotations.points`); None = generate.
         random: generated: a uniformly random object pixel instead of the distance-transform peak.
         radius: disk radius in px (default 0 = one pixel); a file's ``radius`` column overrides it.
+        objects, min_object: generated: the object rule (as :func:`run_scribbles`; default one click per
+            object of at least 0.2 % of the image).
         background: generated: click the background objects too (default on).
         Others: as :func:`run_scribbles`.
     """
     params = dict(locals())
     params.pop("config")
     _check("--radius", radius, 0)
+    _check_rule(objects, min_object)
+    rule = objects
     dataset = _open(root, layout, split, list_file)
     classes, K = dataset.classes, dataset.num_classes
     bg = find_background(classes, background_class)
@@ -376,13 +418,11 @@ def run_points(
         def fn(image_id: str):
             shape = image_shape(dataset, image_id)
             mask = dataset.load_mask(image_id, shape)
-            objects = find_objects(mask, K, exclude=exclude)
-            if len(objects) == 0:
-                raise UserError(f"{dataset.mask_path(image_id)}: no object to click (only 255{' and background' if exclude else ''} "
-                                "pixels). Fix the mask, or pass --skip-bad to leave the image out.")
-            points = points_from_objects(objects, image_rng(seed, image_id, "points") if random else None)
-            label = render_points(points, shape, radius, objects=objects)
-            return {"label": label}, _object_attrs(objects, label)
+            found = find_objects(mask, K, exclude=exclude)
+            selected = _selected_objects(dataset, image_id, found, shape, rule, min_object, "click", bool(exclude))
+            points = points_from_objects(found, image_rng(seed, image_id, "points") if random else None, selected)
+            label = render_points(points, shape, radius, objects=found)
+            return {"label": label}, {**_object_attrs(found, label, selected), "seeds": len(points)}
 
         source = "masks"
     else:
@@ -399,8 +439,8 @@ def run_points(
             mask = _optional_mask(dataset, image_id, shape, True)
             valid = (mask != IGNORE_INDEX) if (mask is not None and mask_ignore) else None
             label = render_points(points, shape, radius, valid=valid)
-            objects = find_objects(mask, K) if mask is not None else None
-            return {"label": label}, {**_object_attrs(objects, label), "points": len(points)}
+            found = find_objects(mask, K) if mask is not None else None
+            return {"label": label}, {**_object_attrs(found, label), "points": len(points), "seeds": len(points)}
 
         source = "file"
     cfg = _config(config, params, source=source, background_index=bg)
@@ -421,6 +461,8 @@ def run_blocks(
     list_file: str | Path | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
     keep: float = DEFAULT_KEEP,
+    objects: str = DEFAULT_OBJECTS,
+    min_object: float = MIN_OBJECT_FRACTION,
     seed: int = 0,
     workers: int = 1,
     resume: bool = False,
@@ -432,12 +474,16 @@ def run_blocks(
     Args:
         block_size: block side in px (default 32, toolkit choice).
         keep: fraction of blocks kept (default 0.5, toolkit choice).
+        objects, min_object: the object rule (as :func:`run_scribbles`): pixels of fragments smaller than
+            ``min_object`` of the image stay unlabelled inside kept blocks (``all``: every pixel kept).
         Others: as :func:`run_scribbles`.
     """
     params = dict(locals())
     params.pop("config")
     _check("--block-size", block_size, 1)
     _check("--keep", keep, 0.0, 1.0)
+    _check_rule(objects, min_object)
+    rule = objects
     dataset = _open(root, layout, split, list_file)
     K = dataset.num_classes
     _require_masks(dataset, "block annotation")
@@ -445,11 +491,16 @@ def run_blocks(
     def fn(image_id: str):
         shape = image_shape(dataset, image_id)
         mask = dataset.load_mask(image_id, shape)
-        objects = find_objects(mask, K)
-        if len(objects) == 0:
+        found = find_objects(mask, K)
+        if len(found) == 0:
             raise UserError(f"{dataset.mask_path(image_id)}: no labelled pixel (all 255). Fix the mask, or pass --skip-bad.")
-        label = blocks_from_mask(mask, block_size, keep, image_rng(seed, image_id, "blocks"))
-        return {"label": label}, _object_attrs(objects, label)
+        selected = annotated_objects(found, shape, rule, min_object)
+        label = blocks_from_mask(mask, block_size, keep, image_rng(seed, image_id, "blocks"),
+                                 unlabelled=unannotated_pixels(found, selected))
+        grid = np.zeros(block_grid(shape, block_size), dtype=bool)
+        rows, cols = np.nonzero(label != IGNORE_INDEX)
+        grid[rows // block_size, cols // block_size] = True
+        return {"label": label}, {**_object_attrs(found, label, selected), "seeds": int(grid.sum())}
 
     cfg = _config(config, params)
     return _run(fn, dataset, output, "seeds", cfg, workers=workers, resume=resume, skip_bad=skip_bad, description="blocks")

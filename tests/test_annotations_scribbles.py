@@ -94,8 +94,9 @@ def test_generated_scribbles_lie_inside_their_object_and_label(seed):
     for s in scribbles:
         own = render_scribbles([s], mask.shape, 7, objects=objs) != 255
         assert own.any() and np.all(objs.labels[own] == s.obj + 1)
-    # every object (above the point area) got a scribble
-    assert set(np.unique(objects.labels[seeded])) - {0} == set(range(1, len(objects) + 1))
+    # every object of at least 0.2 % of the image (the object rule) got a scribble, no smaller one did
+    large = np.flatnonzero(objects.areas() >= 0.002 * mask.size) + 1
+    assert set(np.unique(objects.labels[seeded])) - {0} == set(large.tolist())
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -122,10 +123,11 @@ def test_ratio_zero_gives_exactly_one_click_per_object():
     mask = synthetic_mask(5, n=6)
     label, objects = generate(mask, ratio=0.0, width=1)
     counts = np.bincount(objects.labels[label != 255], minlength=len(objects) + 1)[1:]
-    assert np.all(counts == 1)
+    large = objects.areas() >= 0.002 * mask.size  # the object rule: smaller fragments get no click
+    assert not large.all() and np.all(counts == large)
     # width 3: one blob per object, at most 3×3
     label3, _ = generate(mask, ratio=0.0, width=3)
-    for i in range(1, len(objects) + 1):
+    for i in np.flatnonzero(large) + 1:
         pix = np.argwhere((label3 != 255) & (objects.labels == i))
         assert 1 <= len(pix) <= 9 and np.ptp(pix, axis=0).max() <= 2
 
@@ -191,7 +193,7 @@ def test_drop_over_generated_objects_statistics():
     masks = [synthetic_mask(s, n=12, boundary=False) for s in range(6)]
     total = dropped = 0
     for s, mask in enumerate(masks):
-        label, objects = generate(mask, drop=0.4, seed=7, image_id=f"im{s}")
+        label, objects = generate(mask, drop=0.4, seed=7, image_id=f"im{s}", objects_rule="all")
         fg = np.flatnonzero(objects.classes != 0) + 1
         seeded = set(np.unique(objects.labels[label != 255]).tolist())
         total += len(fg)
@@ -215,7 +217,7 @@ def test_small_objects_get_a_point_and_never_255():
     mask = np.full((30, 30), 255, np.uint8)
     mask[5:8, 5:8] = 1  # 9 px < min_area
     mask[15:28, 10:25] = 2
-    label, objects = generate(mask, width=1, min_area=16)
+    label, objects = generate(mask, width=1, min_area=16, objects_rule="all")
     assert (label[5:8, 5:8] != 255).sum() == 1 and label[6, 6] == 1  # the distance-transform peak
     assert np.all(label[mask == 255] == 255)
 

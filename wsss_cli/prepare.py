@@ -45,6 +45,28 @@ def _mask_ignore_option() -> Any:
     )
 
 
+def _objects_option() -> Any:
+    from wsss.stages.prepare import DEFAULT_OBJECTS
+
+    return typer.Option(
+        DEFAULT_OBJECTS, "--objects",
+        help="Generated: which objects (8-connected regions of one class) get a seed, as a human annotator would: "
+        "'large' = one per object of at least --min-object of the image area, smaller fragments unlabelled "
+        "(toolkit rule: full scribbles then label ≈ 3 % of the pixels, like ScribbleSup's human scribbles on VOC); "
+        "'all' = every fragment (the earlier behaviour). Default: large.",
+    )
+
+
+def _min_object_option() -> Any:
+    from wsss.annotations.rule import MIN_OBJECT_FRACTION
+
+    return typer.Option(
+        MIN_OBJECT_FRACTION, "--min-object",
+        help=f"Generated, --objects large: minimum object area as a fraction of the image area "
+        f"(default {MIN_OBJECT_FRACTION}: 86 px on a 240×180 frame, 375 px on a 500×375 VOC image).",
+    )
+
+
 def print_stats(stats: dict, classes: list[str], output: Path) -> None:
     """Rich table of the statistics a prepare command stored (``stats`` attribute)."""
     table = Table(title=f"statistics of {output}", show_header=False)
@@ -53,8 +75,13 @@ def print_stats(stats: dict, classes: list[str], output: Path) -> None:
         f = stats["labelled_fraction"]
         table.add_row("labelled pixels", f"{100 * f['mean']:.2f} % mean, {100 * f['min']:.2f} – {100 * f['max']:.2f} % range "
                       f"({stats['labelled_pixels']} of {stats['pixels']})")
+        seeds = stats.get("seeds_per_image")
+        if seeds is not None:
+            table.add_row("seeds per image", f"{seeds['mean']:.1f} mean, {seeds['min']} – {seeds['max']} range")
         if stats.get("objects") is not None:
             table.add_row("objects without seed", f"{stats['objects_without_seed']} of {stats['objects']}")
+            if stats.get("objects_below_minimum") is not None:
+                table.add_row("objects below the minimum size", f"{stats['objects_below_minimum']} (unlabelled by the object rule)")
         else:
             table.add_row("objects without seed", "n/a (no dense masks)")
         per_class = dict(zip(classes, stats.get("per_class_pixels", [])))
@@ -105,8 +132,12 @@ def register(app: typer.Typer) -> None:
         drop_rate: float = typer.Option(0.0, "--drop-rate", help="URSS scribble-drop: each object loses its scribbles with probability d (paper: 0.1-0.5). Default 0 (off)."),
         drop_unit: str = typer.Option("object", "--drop-unit", help="Drop per 'object' (URSS §5.1, default) or per 'scribble' (§5.4 wording)."),
         drop_background: bool = typer.Option(False, "--drop-background/--keep-background", help="Allow dropping background scribbles (paper unspecified; default: background kept)."),
-        width: int = typer.Option(3, "--width", help="Stroke width in px (default 3: rloss's ScribbleSup conversion, used by URSS and SPML)."),
-        min_area: int = typer.Option(16, "--min-area", help="Generated: objects smaller than this many px get a point instead (toolkit default 16)."),
+        width: Optional[int] = typer.Option(None, "--width", help="Stroke width in px. Default: --xml 3 (rloss's ScribbleSup conversion, used by "
+                                            "URSS and SPML); generated: 3 px per 500 px of the image's longer side, at least 1 (the same stroke "
+                                            "relative to the image as those VOC scribbles: 1 px on 240×180 CamVid)."),
+        objects: str = _objects_option(),
+        min_object: float = _min_object_option(),
+        min_area: int = typer.Option(16, "--min-area", help="Generated, --objects all: objects smaller than this many px get a point instead (toolkit default 16)."),
         erode: int = typer.Option(0, "--erode", help="Generated: erode each object by a disk of this radius before skeletonising (default 0)."),
         background: bool = typer.Option(True, "--background/--no-background", help="Generated: scribble the background objects too (spec default: yes)."),
         background_class: str = _background_class_option(),
@@ -128,7 +159,7 @@ def register(app: typer.Typer) -> None:
             raise UserError("--from-masks: cannot be combined with --xml or --png. Choose one source.")
         options = dict(dataset=dataset, output=output, xml_dir=xml, png_dir=png, length_ratio=length_ratio, shrink_rate=shrink_rate,
                        shrink_position=shrink_position, drop_rate=drop_rate, drop_unit=drop_unit, drop_background=drop_background,
-                       width=width, min_area=min_area, erode=erode, background=background, background_class=background_class,
+                       width=width, objects=objects, min_object=min_object, min_area=min_area, erode=erode, background=background, background_class=background_class,
                        mask_ignore=mask_ignore, layout=layout, split=split, list_file=list_file, seed=seed, workers=workers,
                        resume=resume, skip_bad=skip_bad)
         config = config_of(**options)
@@ -146,7 +177,9 @@ def register(app: typer.Typer) -> None:
                                     "farthest from its boundary (spec default: distance-transform maximum)."),
         radius: int = typer.Option(0, "--radius", help="Draw each click as a disk of this radius in px (default 0: one pixel; "
                                    "SPML's point data is 6 px wide, about --radius 3)."),
-        background: bool = typer.Option(True, "--background/--no-background", help="Generated: click the background objects too (spec default: yes)."),
+        objects: str = _objects_option(),
+        min_object: float = _min_object_option(),
+        background: bool = typer.Option(True, "--background/--no-background", help="Generated: click the background objects too (default: yes)."),
         background_class: str = _background_class_option(),
         mask_ignore: bool = _mask_ignore_option(),
         layout: str = layout_option(),
@@ -160,7 +193,8 @@ def register(app: typer.Typer) -> None:
         """Point seeds: one click per object of the dense masks, or clicks imported from CSV/JSON. Writes a 'seeds' artifact."""
         from wsss.stages.prepare import run_points
 
-        options = dict(dataset=dataset, output=output, points_file=points, random=random, radius=radius, background=background,
+        options = dict(dataset=dataset, output=output, points_file=points, random=random, radius=radius, objects=objects,
+                       min_object=min_object, background=background,
                        background_class=background_class, mask_ignore=mask_ignore, layout=layout, split=split,
                        list_file=list_file, seed=seed, workers=workers, resume=resume, skip_bad=skip_bad)
         config = config_of(**options)
@@ -174,6 +208,8 @@ def register(app: typer.Typer) -> None:
         block_size: int = typer.Option(32, "--block-size", help="Side of the square grid blocks in px (Tree Energy Loss block annotation; "
                                        "TEL's value is not in the spec: toolkit default 32)."),
         keep: float = typer.Option(0.5, "--keep", help="Fraction of blocks kept with their dense labels, chosen at random (toolkit default 0.5)."),
+        objects: str = _objects_option(),
+        min_object: float = _min_object_option(),
         layout: str = layout_option(),
         split: str = split_option(),
         list_file: Optional[Path] = _list_option(),
@@ -185,7 +221,8 @@ def register(app: typer.Typer) -> None:
         """Block seeds (TEL): a random fraction of grid blocks keeps its dense labels, the rest is unlabelled. Writes a 'seeds' artifact."""
         from wsss.stages.prepare import run_blocks
 
-        options = dict(dataset=dataset, output=output, block_size=block_size, keep=keep, layout=layout, split=split,
+        options = dict(dataset=dataset, output=output, block_size=block_size, keep=keep, objects=objects, min_object=min_object,
+                       layout=layout, split=split,
                        list_file=list_file, seed=seed, workers=workers, resume=resume, skip_bad=skip_bad)
         config = config_of(**options)
         options.pop("dataset")

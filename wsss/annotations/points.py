@@ -1,6 +1,7 @@
 """Point annotations (clicks): one per object from dense masks, or imported from CSV / JSON.
 
-Generated (spec/annotations.md, "Points", What's-the-point style clicks): per object the pixel
+Generated (What's-the-point style clicks): per object that the object rule selects
+(:mod:`wsss.annotations.rule`: regions of at least 0.2 % of the image) the pixel
 farthest from its boundary (distance-transform maximum, the default) or a uniformly random pixel
 of the object (``--random``); drawn as a disk of ``--radius`` px (0 = the pixel alone) clipped to
 the object.
@@ -28,6 +29,7 @@ import numpy as np
 
 from wsss.annotations.draw import disk_offsets, stamp
 from wsss.annotations.objects import Objects, class_index, interior_peak
+from wsss.annotations.rule import MIN_OBJECT_FRACTION, annotated_objects
 from wsss.errors import UserError
 
 IGNORE_INDEX = 255
@@ -53,20 +55,25 @@ class Point:
     where: str = ""
 
 
-def points_from_objects(objects: Objects, rng: np.random.Generator | None = None) -> list[Point]:
+def points_from_objects(objects: Objects, rng: np.random.Generator | None = None,
+                        selected: np.ndarray | None = None) -> list[Point]:
     """One point per object.
 
     Args:
         objects: the image's objects.
         rng: None for the distance-transform maximum (:func:`~wsss.annotations.objects.interior_peak`:
-            the image border counts as boundary, ties go to the most central tied pixel), or a Generator for a uniformly random object pixel (one
-            integer drawn per object, in object order).
+            the image border counts as boundary, ties go to the most central tied pixel), or a Generator
+            for a uniformly random object pixel (one integer drawn per selected object, in object order).
+        selected: (N,) bool, the objects to click (:func:`wsss.annotations.rule.annotated_objects`);
+            None = all.
 
     Returns:
-        one :class:`Point` per object, ``obj`` set.
+        one :class:`Point` per selected object, ``obj`` set.
     """
     out = []
     for i in range(len(objects)):
+        if selected is not None and not selected[i]:
+            continue
         region, sl = objects.region(i)
         if rng is None:
             r, c = interior_peak(region)
@@ -78,12 +85,15 @@ def points_from_objects(objects: Objects, rng: np.random.Generator | None = None
 
 
 def points_from_mask(mask: np.ndarray, num_classes: int, *, exclude: tuple[int, ...] = (),
-                     rng: np.random.Generator | None = None) -> tuple[list[Point], Objects]:
-    """Points for every object of a dense mask (H×W uint8); see :func:`points_from_objects`."""
+                     rng: np.random.Generator | None = None, objects_rule: str = "large",
+                     min_fraction: float = MIN_OBJECT_FRACTION) -> tuple[list[Point], Objects]:
+    """Points for the objects of a dense mask (H×W uint8) that the object rule selects
+    (:func:`wsss.annotations.rule.annotated_objects`); see :func:`points_from_objects`."""
     from wsss.annotations.objects import find_objects
 
     objects = find_objects(mask, num_classes, exclude=exclude)
-    return points_from_objects(objects, rng), objects
+    selected = annotated_objects(objects, mask.shape, objects_rule, min_fraction)
+    return points_from_objects(objects, rng, selected), objects
 
 
 def check_points(points: list[Point], shape: tuple[int, int], path: Path | str) -> None:

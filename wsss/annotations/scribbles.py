@@ -1,9 +1,10 @@
 """Scribbles: skeleton scribbles from dense masks; shorten, shrink and drop; rendering.
 
 A :class:`Scribble` is an ordered 1-px path (8-connected pixels) with a class and the object it
-belongs to. Generated scribbles are the longest path of each object's skeleton; imported
+belongs to. Generated scribbles are the longest path of the skeleton of each object that the object
+rule selects (:mod:`wsss.annotations.rule`: regions of at least 0.2 % of the image); imported
 ScribbleSup polylines become scribbles through :func:`wsss.annotations.draw.rasterize_polyline`.
-Both then go through the same edits (spec/annotations.md, "Scribbles"):
+Both then go through the same edits:
 
 - :func:`shorten` (``--length-ratio r``, ScribbleSup / regularized-losses "shortened
   scribbles"): the contiguous piece of relative arc length ``r`` centred on the path's midpoint;
@@ -27,6 +28,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 
 from wsss.annotations.draw import footprint, stamp
 from wsss.annotations.objects import Objects, find_objects, interior_peak
+from wsss.annotations.rule import MIN_OBJECT_FRACTION, annotated_objects
 
 IGNORE_INDEX = 255
 
@@ -185,22 +187,27 @@ def skeleton_path(region: np.ndarray, erode: int = 0) -> np.ndarray:
     return nodes[np.array(order[::-1])].astype(np.int64)
 
 
-def scribbles_from_objects(objects: Objects, *, min_area: int = 16, erode: int = 0) -> list[Scribble]:
+def scribbles_from_objects(objects: Objects, *, min_area: int = 16, erode: int = 0,
+                           selected: np.ndarray | None = None) -> list[Scribble]:
     """One skeleton scribble per object (see :func:`skeleton_path`).
 
     Args:
         objects: the image's objects (:func:`~wsss.annotations.objects.find_objects`).
         min_area: objects with fewer pixels get a single point at their distance-transform peak
-            instead (toolkit default 16 px; spec: "objects smaller than a minimum area get a point").
+            instead (toolkit default 16 px: "objects smaller than a minimum area get a point").
         erode: erosion radius before skeletonising (default 0).
+        selected: (N,) bool, the objects to scribble (:func:`wsss.annotations.rule.annotated_objects`);
+            None = all.
 
     Returns:
-        one :class:`Scribble` per object, in object order, with ``clip=True``; paths in image
-        coordinates.
+        one :class:`Scribble` per selected object, in object order, with ``clip=True``; paths in
+        image coordinates.
     """
     areas = objects.areas()
     out = []
     for i in range(len(objects)):
+        if selected is not None and not selected[i]:
+            continue
         region, sl = objects.region(i)
         offset = np.array([sl[0].start, sl[1].start], dtype=np.int64)
         if areas[i] < min_area:
@@ -212,21 +219,25 @@ def scribbles_from_objects(objects: Objects, *, min_area: int = 16, erode: int =
 
 
 def scribbles_from_mask(
-    mask: np.ndarray, num_classes: int, *, exclude: tuple[int, ...] = (), min_area: int = 16, erode: int = 0
+    mask: np.ndarray, num_classes: int, *, exclude: tuple[int, ...] = (), min_area: int = 16, erode: int = 0,
+    objects_rule: str = "large", min_fraction: float = MIN_OBJECT_FRACTION,
 ) -> tuple[list[Scribble], Objects]:
-    """Skeleton scribbles for every object of a dense mask.
+    """Skeleton scribbles for the objects of a dense mask that the object rule selects.
 
     Args:
         mask: H×W uint8 dense labels (255 = ignore, never scribbled).
         num_classes: K.
         exclude: classes without scribbles (e.g. background with ``--no-background``).
         min_area, erode: see :func:`scribbles_from_objects`.
+        objects_rule, min_fraction: :func:`wsss.annotations.rule.annotated_objects` (default: objects of
+            at least 0.2 % of the image; ``"all"``: every fragment).
 
     Returns:
-        (scribbles, objects).
+        (scribbles, objects): objects are all of the mask's, selected or not.
     """
     objects = find_objects(mask, num_classes, exclude=exclude)
-    return scribbles_from_objects(objects, min_area=min_area, erode=erode), objects
+    selected = annotated_objects(objects, mask.shape, objects_rule, min_fraction)
+    return scribbles_from_objects(objects, min_area=min_area, erode=erode, selected=selected), objects
 
 
 def edit_scribbles(

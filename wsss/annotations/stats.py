@@ -1,8 +1,9 @@
 """Statistics every prepare command prints and stores (spec/annotations.md, "Statistics").
 
 Seeds: images, labelled-pixel fraction per image (mean, min, max; labelled pixels over all
-pixels), labelled pixels per class (a list, index = class), objects of the dense masks and objects left without any seed
-pixel (None when the images have no dense masks), skipped files. Tags: images, tags per image,
+pixels), seeds per image (scribbles, clicks or labelled blocks drawn; mean, min, max), labelled pixels per
+class (a list, index = class), objects of the dense masks, objects left without any seed pixel and, for
+generated seeds, objects below the object rule's minimum size (None when unknown), skipped files. Tags: images, tags per image,
 images per class, boxes per class, skipped files.
 """
 
@@ -29,10 +30,14 @@ class SeedStatistics:
         self.pixels = 0
         self.objects: int | None = None
         self.objects_without_seed: int | None = None
+        self.objects_below_minimum: int | None = None
+        self.seeds: list[int] = []
         self.skipped: list[dict[str, str]] = []
 
-    def add(self, label: np.ndarray, objects: int | None = None, objects_without_seed: int | None = None) -> None:
-        """Count one image's H×W uint8 label map (255 = unlabelled) and its object counts."""
+    def add(self, label: np.ndarray, objects: int | None = None, objects_without_seed: int | None = None, *,
+            seeds: int | None = None, objects_below_minimum: int | None = None) -> None:
+        """Count one image's H×W uint8 label map (255 = unlabelled), its object counts and its number of
+        seeds (strokes, clicks or blocks; None when not known, e.g. seed PNGs)."""
         counts = np.bincount(label.ravel(), minlength=256)
         k = len(self.classes)
         self.per_class += counts[:k]
@@ -42,12 +47,17 @@ class SeedStatistics:
         if objects is not None:
             self.objects = (self.objects or 0) + int(objects)
             self.objects_without_seed = (self.objects_without_seed or 0) + int(objects_without_seed or 0)
+        if objects_below_minimum is not None:
+            self.objects_below_minimum = (self.objects_below_minimum or 0) + int(objects_below_minimum)
+        if seeds is not None:
+            self.seeds.append(int(seeds))
 
     def skip(self, image_id: str, reason: str) -> None:
         self.skipped.append({"image": image_id, "reason": reason})
 
     def as_dict(self) -> dict[str, Any]:
         f = np.array(self.fractions) if self.fractions else np.zeros(1)
+        n = np.array(self.seeds) if self.seeds else None
         return {
             "images": len(self.fractions),
             "pixels": self.pixels,
@@ -56,6 +66,8 @@ class SeedStatistics:
             "per_class_pixels": [int(n) for n in self.per_class],
             "objects": self.objects,
             "objects_without_seed": self.objects_without_seed,
+            "objects_below_minimum": self.objects_below_minimum,
+            "seeds_per_image": None if n is None else {"mean": float(n.mean()), "min": int(n.min()), "max": int(n.max())},
             "skipped": list(self.skipped),
         }
 
