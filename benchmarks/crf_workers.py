@@ -73,6 +73,7 @@ def noisy_predictions(dataset, ids: list[str], path: Path, seed: int) -> Path:
     from scipy.ndimage import gaussian_filter
 
     from wsss.artifacts import ArtifactWriter
+    from wsss.constants import IGNORE_INDEX
 
     rng = np.random.default_rng(seed)
     k = dataset.num_classes
@@ -80,7 +81,7 @@ def noisy_predictions(dataset, ids: list[str], path: Path, seed: int) -> Path:
                         dataset=dataset.describe()) as writer:
         for image_id in ids:
             gt = dataset.load_mask(image_id)
-            logits = 3.0 * np.eye(k, dtype=np.float32)[np.where(gt == 255, 0, gt)].transpose(2, 0, 1)
+            logits = 3.0 * np.eye(k, dtype=np.float32)[np.where(gt == IGNORE_INDEX, 0, gt)].transpose(2, 0, 1)
             noise = gaussian_filter(rng.normal(0, 1, logits.shape), sigma=(0, 4, 4)) * 12
             z = logits + noise.astype(np.float32)
             p = np.exp(z - z.max(0))

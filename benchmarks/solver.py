@@ -42,15 +42,16 @@ from scipy import ndimage as ndi
 from skimage import data
 from skimage.segmentation import slic
 
+from wsss.constants import IGNORE_INDEX
 from wsss.potts.solver import EXACT_CG_MAX_ITER, SolverConfig, paper_config, soft_jaccard, solve_pseudolabels
 
 S, LAM, K, OFFSET = 9.0, 6.0, 4, 1e-10
 
 
 def strokes(img: np.ndarray, n_segments: int = 16, n_classes: int = K) -> np.ndarray:
-    """H×W int64 seeds (255 = unlabeled) by the rule in the module docstring."""
+    """H×W int64 seeds (IGNORE_INDEX = unlabeled) by the rule in the module docstring."""
     seg = slic(img, n_segments=n_segments, compactness=10, start_label=0)
-    seeds = np.full(seg.shape, 255, np.int64)
+    seeds = np.full(seg.shape, IGNORE_INDEX, np.int64)
     for k, s in enumerate(np.unique(seg)):
         m = seg == s
         d = ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
@@ -72,7 +73,7 @@ def exact_rw(img: np.ndarray, seeds: np.ndarray, k: int) -> np.ndarray:
     v = np.r_[wh.ravel(), wv.ravel()]
     W = sp.coo_matrix((np.r_[v, v], (np.r_[i, j], np.r_[j, i])), shape=(h * w,) * 2).tocsr()
     L = (sp.diags(np.asarray(W.sum(1)).ravel()) - W).tocsr()
-    s = seeds.ravel() != 255
+    s = seeds.ravel() != IGNORE_INDEX
     u = ~s
     ys = np.eye(k)[seeds.ravel()[s]]
     y = np.zeros((h * w, k))

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsss.artifacts import IGNORE_INDEX, Artifact
+from wsss.artifacts import Artifact
 from wsss.cam.export import DEFAULT_SCALES, export_cams
 from wsss.cam.seeds import (AFFINITY_ALPHAS, BOX_THRESHOLD, SPML_ALPHA, SPML_MIN_SCORE, affinity_seeds, boxes_to_seeds,
                             densecrf_refine, threshold_seeds)
 from wsss.cam.training import LABEL_OFFSET, CamTrainConfig, cam_model_from_checkpoint, open_tags, read_tags, train_cams
+from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams
 from wsss.errors import UserError
 from wsss.parallel import run_per_image

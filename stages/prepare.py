@@ -36,11 +36,11 @@ from wsss.annotations.seeding import image_rng
 from wsss.annotations.stats import SeedStatistics, TagStatistics
 from wsss.annotations.tags import boxes_from_mask, read_tags_csv, read_voc_xml, tags_from_mask
 from wsss.artifacts import ArtifactWriter
+from wsss.constants import IGNORE_INDEX
 from wsss.data import Dataset, open_dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 
-IGNORE_INDEX = 255
 
 #: Defaults (toolkit choices unless a source is named)
 DEFAULT_WIDTH = 3  # imported ScribbleSup XML: rloss's conversion, 3 px (generated: wsss.annotations.rule.stroke_width)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss.artifacts import Artifact
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 from wsss.palette import VOC_PALETTE, colorize
 
@@ -74,7 +75,7 @@ def paint_seeds(image: np.ndarray, label: np.ndarray) -> np.ndarray:
         H×W×3 uint8.
     """
     out = image.copy()
-    seeded = label != 255
+    seeded = label != IGNORE_INDEX
     out[seeded] = VOC_PALETTE[label[seeded]]
     return out
 
@@ -159,7 +160,7 @@ def artifact_panel(art: Artifact, image_id: str, image: np.ndarray, alpha: float
 
 
 def _present(label: np.ndarray) -> set[int]:
-    return {int(v) for v in np.unique(label) if v != 255}
+    return {int(v) for v in np.unique(label) if v != IGNORE_INDEX}
 
 
 # -- figure ---------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from wsss.artifacts import IGNORE_INDEX, Artifact
+from wsss.artifacts import Artifact
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.potts.solver import SolverConfig

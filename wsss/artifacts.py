@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from wsss import __version__
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 
 SCHEMA_VERSION = 1
-IGNORE_INDEX = 255
 
 #: Artifact kinds and what each holds per image (documented in docs/artifacts.md).
 KINDS = {

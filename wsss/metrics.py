@@ -24,7 +24,8 @@ import math
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from wsss.constants import IGNORE_INDEX
+
 
 #: recorded in reports so readers know how mIoU was averaged
 MIOU_CONVENTION = (

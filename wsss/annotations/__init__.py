@@ -41,8 +41,8 @@ from wsss.annotations.scribblesup import load_seed_png, read_scribblesup_xml
 from wsss.annotations.seeding import image_rng
 from wsss.annotations.stats import SeedStatistics, TagStatistics
 from wsss.annotations.tags import boxes_from_mask, read_tags_csv, read_voc_xml, tags_from_mask
+from wsss.constants import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 
 __all__ = [
     "IGNORE_INDEX",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from wsss.constants import IGNORE_INDEX
 
 
 def block_grid(shape: tuple[int, int], block_size: int) -> tuple[int, int]:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 
-IGNORE_INDEX = 255
 #: 8-connectivity (the toolkit's choice for "connected component"; skeletons are 8-connected too)
 STRUCTURE_8 = np.ones((3, 3), dtype=bool)
 BACKGROUND_NAMES = ("background", "bg", "_background_", "backgroundclass")

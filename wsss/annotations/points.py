@@ -30,9 +30,8 @@ import numpy as np
 from wsss.annotations.draw import disk_offsets, stamp
 from wsss.annotations.objects import Objects, class_index, interior_peak
 from wsss.annotations.rule import MIN_OBJECT_FRACTION, annotated_objects
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
-
-IGNORE_INDEX = 255
 
 
 @dataclass

@@ -29,8 +29,7 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from wsss.annotations.draw import footprint, stamp
 from wsss.annotations.objects import Objects, find_objects, interior_peak
 from wsss.annotations.rule import MIN_OBJECT_FRACTION, annotated_objects
-
-IGNORE_INDEX = 255
+from wsss.constants import IGNORE_INDEX
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from wsss.constants import IGNORE_INDEX
 
 
 class SeedStatistics:

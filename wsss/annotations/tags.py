@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from wsss.annotations.objects import class_index, find_objects
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
-
-IGNORE_INDEX = 255
 
 
 def tags_from_mask(mask: np.ndarray, num_classes: int, background: int | None) -> np.ndarray:

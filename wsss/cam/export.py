@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from wsss.cam.losses import CAM_EPS, IMAGENET_MEAN, IMAGENET_STD
+from wsss.cam.losses import CAM_EPS
+from wsss.constants import IMAGENET_MEAN, IMAGENET_STD, PIXEL_MAX
 from wsss.errors import UserError
 
 #: Export scales of the hfpl / SEAM inference code (cam.md).
@@ -44,7 +45,7 @@ def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
 def normalize_image(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """``H×W×3`` uint8 → ``1×3×H×W`` float tensor ``(I/255 − mean)/std`` (ImageNet by default)."""
-    x = torch.as_tensor(np.array(image, dtype=np.uint8), device=device).permute(2, 0, 1).to(dtype) / 255
+    x = torch.as_tensor(np.array(image, dtype=np.uint8), device=device).permute(2, 0, 1).to(dtype) / PIXEL_MAX
     m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(3, 1, 1)
     s = torch.as_tensor(std, dtype=dtype, device=x.device).view(3, 1, 1)
     return ((x - m) / s).unsqueeze(0)

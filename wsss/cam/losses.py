@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.cam.classifier import check_posterior, foreground_scores, posterior_probs
+from wsss.constants import IMAGENET_MEAN, IMAGENET_STD
 from wsss.errors import UserError
 
 #: ε of the max-normalized CAM ``r`` (cam.md, code form).
@@ -43,9 +44,6 @@ FSL_SIGMA = 5.0
 FSL_EPS = 1e-5
 #: FSL gate inputs: ``r`` (max-normalized CAM, default), ``b`` (sigmoid), ``a`` (softmax, multinomial).
 FSL_GATES = ("r", "b", "a")
-#: ImageNet normalisation undone before FSL's colour distances (cam.md).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Pair-matrix entries materialised at once by the exact FSL (B·rows·h·w); bounds memory to ~100 MB.
 _FSL_CHUNK_ELEMENTS = 1 << 22

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from wsss.artifacts import IGNORE_INDEX
+from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, dense_crf
 from wsss.errors import UserError
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsss.artifacts import IGNORE_INDEX
+from wsss.constants import IGNORE_INDEX
 from wsss.metrics import mean_iou
 
 #: 0.00, 0.01, …, 0.59 (cam.md, HFPL code).

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.data.base import IGNORE_INDEX, Dataset
+from wsss.constants import IGNORE_INDEX
+from wsss.data.base import Dataset
 from wsss.errors import UserError
 
 #: the 150 classes of the benchmark (first name of each entry of its objectInfo150 table).

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 
-IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.data.base import IGNORE_INDEX, Dataset, check_label_map, load_label_png
+from wsss.constants import IGNORE_INDEX
+from wsss.data.base import Dataset, check_label_map, load_label_png
 from wsss.errors import UserError
 
 CITYSCAPES_CLASSES = [

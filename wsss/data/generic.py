@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsss.constants import IGNORE_INDEX
 from wsss.data.base import IMAGE_SUFFIXES, Dataset, load_label_png
 from wsss.errors import UserError
 
@@ -90,7 +91,7 @@ class GenericDataset(Dataset):
             path = self._masks_dir / f"{image_id}.png"
             if path.exists():
                 mask = load_label_png(path)
-                valid = mask[mask != 255]
+                valid = mask[mask != IGNORE_INDEX]
                 if valid.size:
                     top = max(top, int(valid.max()))
         return [f"class{i}" for i in range(top + 1)]

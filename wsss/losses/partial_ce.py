@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsss.artifacts import IGNORE_INDEX
+from wsss.constants import IGNORE_INDEX
 
 
 def masked_labels(labels: Tensor, valid: Tensor | None) -> Tensor:

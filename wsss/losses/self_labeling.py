@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wsss.artifacts import IGNORE_INDEX
+from wsss.constants import IGNORE_INDEX
 from wsss.losses.partial_ce import partial_ce_sum
 from wsss.potts.crossentropy import get_cross_entropy, safe_log
 from wsss.potts.solver import SolverConfig, solve_pseudolabels

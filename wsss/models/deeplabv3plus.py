@@ -24,11 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wsss.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 from wsss.models.backbones import Backbone, load_backbone_weights
-
-#: ImageNet mean / std in 0–255 units (torchvision's values × 255)
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -99,8 +96,8 @@ class DeepLabV3Plus(nn.Module):
             nn.Dropout(0.1),
         )
         self.classifier = nn.Conv2d(c, config.num_classes, 1)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD_255).view(1, 3, 1, 1), persistent=False)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters of ASPP + decoder (trained with ``head_lr_mult``)."""

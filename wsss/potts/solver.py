@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsss.constants import IGNORE_INDEX
 from wsss.potts.crossentropy import get_cross_entropy, safe_log
 from wsss.potts.errors import PottsError
 from wsss.potts.linear import solve_quadratic
@@ -50,8 +51,8 @@ from wsss.potts.neighbourhoods import (
 )
 from wsss.potts.relaxations import get_relaxation
 
-#: Value of unlabeled pixels in seed maps (notation.md).
-UNLABELED = 255
+#: Value of unlabeled pixels in seed maps (:data:`wsss.constants.IGNORE_INDEX`).
+UNLABELED = IGNORE_INDEX
 #: Optimizers accepted by :class:`SolverConfig` (``--solver-optimizer``).
 OPTIMIZERS = ("mirror", "sgd", "adam")
 #: Initializations accepted by :class:`SolverConfig` (``--init``).
