@@ -30,6 +30,7 @@ from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
+from wsss.paths import StageInputs
 from wsss.stages.crf import check_ids, resolve_dataset
 
 SEED_RULES = ("affinity", "threshold", "boxes")
@@ -57,7 +58,7 @@ def run_export(checkpoint: str | Path, out: str | Path, *, tags: str | Path | No
     ``scales`` (default 0.5, 1, 1.5, 2) × ``flip``: the passes of cam.md; the stored map is the
     classifier's CAM (``export_map`` "cam"; SEAM's PCM-refined map does not exist here).
     """
-    from wsss.training.run import load_checkpoint, resolve_checkpoint
+    from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
 
     ckpt = resolve_checkpoint(checkpoint)
     state = load_checkpoint(ckpt)
@@ -100,6 +101,7 @@ def run_export(checkpoint: str | Path, out: str | Path, *, tags: str | Path | No
         return run_per_image(one, tag_art.ids, {
             "path": Path(out), "kind": "cams", "classes": dataset.classes, "config": config,
             "inputs": [tag_art.provenance(), _checkpoint_provenance(ckpt, state)], "dataset": dataset.describe(),
+            "sources": StageInputs(files=[ckpt, tag_art.path], folders=[run_directory(ckpt)], datasets=[dataset]),
         }, workers=workers, resume=resume, description="cam export", finalize=finalize)
 
 
@@ -157,8 +159,6 @@ def run_seeds(cams: str | Path, out: str | Path, *, rule: str = "affinity", tags
         raise UserError(f"--rule {rule}: unknown rule. Choose one of: {', '.join(SEED_RULES)}.")
     art, dataset = open_cams(cams, data, layout, split)
     out = Path(out)
-    if out.resolve() == art.path.resolve():
-        raise UserError(f"{out}: is the input artifact. Choose another output.")
     k = dataset.num_classes
     posterior = (art.json_attr("cam") or {}).get("posterior") or art.config.get("posterior", "binomial")
     lo_default, hi_default = AFFINITY_ALPHAS.get(posterior, AFFINITY_ALPHAS["binomial"])
@@ -211,4 +211,5 @@ def run_seeds(cams: str | Path, out: str | Path, *, rule: str = "affinity", tags
         "path": out, "kind": "seeds", "classes": dataset.classes, "config": config,
         "inputs": [art.provenance()] + ([tag_art.provenance()] if tag_art is not None else []),
         "dataset": dataset.describe(),
+        "sources": StageInputs(files=[art.path, tag_art.path if tag_art is not None else None], datasets=[dataset]),
     }, workers=workers, resume=resume, description=f"cam seeds ({rule})")

@@ -23,6 +23,7 @@ from wsss.crf import CRFParams, dense_crf
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
+from wsss.paths import StageInputs
 
 #: artifact kind -> name of its per-image soft class scores (K×H×W probabilities)
 SOFT_SCORES = {"predictions": "scores", "pseudolabels": "probs"}
@@ -158,9 +159,8 @@ def run(
     """
     art = Artifact(artifact, kind=tuple(SOFT_SCORES))
     out = Path(out)
-    if out.resolve() == art.path.resolve():
-        raise UserError(f"{out}: is the input artifact. Choose another --out.")
     dataset = resolve_dataset(art, data, layout, split)
+    sources = StageInputs(files=[art.path], datasets=[dataset])
     classes = art.classes
     num_classes = len(classes)
     if num_classes != dataset.num_classes:
@@ -190,6 +190,7 @@ def run(
             "config": dict(config),
             "inputs": [art.provenance()],
             "dataset": dataset.describe(),
+            "sources": sources,
         },
         workers=workers,
         resume=resume,

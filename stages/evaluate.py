@@ -53,7 +53,9 @@ from wsss.artifacts import Artifact
 from wsss.crf import CRFParams
 from wsss.data import Dataset, check_label_map, load_label_png
 from wsss.errors import UserError
+from wsss.locks import OutputLock
 from wsss.parallel import all_reduce_sum, init_distributed, map_images, run_on_all_ranks, shard
+from wsss.paths import StageInputs
 from wsss.progress import progress_bar
 from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, refine, resolve_dataset
 
@@ -278,6 +280,8 @@ def run(
     path = Path(out) if out is not None else default_output(art.path, crf is not None)
     if not path.parent.exists():
         raise UserError(f"{path}: folder {path.parent} does not exist. Create it or choose another --out.")
+    StageInputs(files=[a.path for a in (art, seed_art, ref_art) if a is not None], datasets=[dataset]).check_output(
+        path, option="--out")
     dense = not spec.sparse
     need_scores = crf is not None or ref_art is not None
     is_cams = art.kind == "cams"
@@ -432,9 +436,10 @@ def run(
 
     report["path"] = str(path)
     if ctx.is_main:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
+        with OutputLock(path):  # a concurrent eval to the same file refuses instead of mixing the two
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+            os.replace(tmp, path)
     return report
 
 

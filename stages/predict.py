@@ -30,7 +30,8 @@ from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.models import DeepLabV3Plus, ModelConfig
 from wsss.parallel import run_per_image
-from wsss.training.run import load_checkpoint, resolve_checkpoint
+from wsss.paths import StageInputs
+from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
 
 
 @dataclass
@@ -148,6 +149,7 @@ def run(cfg: PredictConfig) -> Path:
     return run_per_image(
         one, dataset.ids,
         {"path": cfg.out, "kind": "predictions", "classes": classes, "config": config,
-         "inputs": [], "dataset": dataset.describe()},
+         "inputs": [], "dataset": dataset.describe(),
+         "sources": StageInputs(files=[ckpt], folders=[run_directory(ckpt)], datasets=[dataset])},
         workers=cfg.workers, resume=cfg.resume, description="predict",
     )

@@ -40,6 +40,7 @@ from wsss.constants import IGNORE_INDEX
 from wsss.data import Dataset, open_dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
+from wsss.paths import StageInputs
 
 
 #: Defaults (toolkit choices unless a source is named)
@@ -185,7 +186,9 @@ def _finalize_tags(classes: list[str], output: Path):
 
 
 def _run(fn, dataset: Dataset, output: str | Path, kind: str, config: Mapping[str, Any], *,
-         workers: int, resume: bool, skip_bad: bool, description: str) -> Path:
+         workers: int, resume: bool, skip_bad: bool, description: str,
+         files: tuple = (), folders: tuple = ()) -> Path:
+    """Write the artifact; ``files`` / ``folders``: annotation inputs besides the dataset."""
     output = Path(output)
     finalize = _finalize_seeds if kind == "seeds" else _finalize_tags
     writer_args = {
@@ -194,6 +197,7 @@ def _run(fn, dataset: Dataset, output: str | Path, kind: str, config: Mapping[st
         "classes": dataset.classes,
         "config": dict(config),
         "dataset": dataset.describe(),
+        "sources": StageInputs(files=list(files), folders=list(folders), datasets=[dataset]),
     }
     return run_per_image(
         _guard(fn, skip_bad),
@@ -363,7 +367,7 @@ def run_scribbles(
     fn = {"masks": generated, "xml": from_xml, "png": from_png}[source]
     cfg = _config(config, params, source=source, background_index=bg)
     return _run(fn, dataset, output, "seeds", cfg, workers=workers, resume=resume, skip_bad=skip_bad,
-                description=f"scribbles ({source})")
+                description=f"scribbles ({source})", folders=(xml_dir, png_dir))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +449,7 @@ def run_points(
         source = "file"
     cfg = _config(config, params, source=source, background_index=bg)
     return _run(fn, dataset, output, "seeds", cfg, workers=workers, resume=resume, skip_bad=skip_bad,
-                description=f"points ({source})")
+                description=f"points ({source})", files=(points_file,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,7 +612,7 @@ def run_tags(
 
     cfg = _config(config, params, source=source, boxes=boxes, background_index=bg)
     return _run(fn, dataset, output, "tags", cfg, workers=workers, resume=resume, skip_bad=skip_bad,
-                description=f"tags ({source})")
+                description=f"tags ({source})", files=(csv_file,), folders=(xml_dir,))
 
 
 __all__ = ["image_shape", "objects_without_seed", "run_blocks", "run_points", "run_scribbles", "run_tags"]

@@ -24,6 +24,7 @@ from wsss.artifacts import Artifact
 from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 from wsss.palette import VOC_PALETTE, colorize
+from wsss.paths import StageInputs
 
 #: artifact kinds ``show`` can draw
 SHOWABLE_KINDS = ("seeds", "predictions", "pseudolabels", "superpixels", "cams")
@@ -320,6 +321,7 @@ def run(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder. Choose another output folder.")
+    StageInputs(files=[a.path for a in arts], datasets=[dataset]).check_output(out_dir, folder=True, option="-o folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     with_gt = ground_truth and dataset.has_masks()
     with progress_bar("show", total=len(chosen), enabled=progress) as advance:

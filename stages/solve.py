@@ -28,6 +28,7 @@ from wsss.artifacts import Artifact
 from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
+from wsss.paths import StageInputs
 from wsss.potts.solver import SolverConfig
 from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
 
@@ -126,10 +127,8 @@ def run(
         raise UserError(f"{seeds_art.path}: no --predictions given, so there are no logits to start from. "
                         "Pass --predictions PRED.h5, or --init uniform.")
     out = Path(out)
-    for art in (seeds_art, pred_art):
-        if art is not None and out.resolve() == art.path.resolve():
-            raise UserError(f"{out}: is an input artifact. Choose another --out.")
     dataset = resolve_dataset(seeds_art, data, layout, split)
+    sources = StageInputs(files=[seeds_art.path, pred_art.path if pred_art is not None else None], datasets=[dataset])
     classes = seeds_art.classes
     k = len(classes)
     if k != dataset.num_classes:
@@ -187,6 +186,7 @@ def run(
             "config": dict(config),
             "inputs": inputs,
             "dataset": dataset.describe(),
+            "sources": sources,
         },
         workers=workers,
         resume=resume,

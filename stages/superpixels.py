@@ -112,6 +112,7 @@ def run(
     """
     from wsss.data import open_dataset
     from wsss.parallel import run_per_image
+    from wsss.paths import StageInputs
 
     if n_segments < 1:
         raise UserError(f"--n-segments {n_segments}: must be at least 1.")
@@ -140,5 +141,6 @@ def run(
         "config": config,
         "inputs": [],
         "dataset": dataset.describe(),
+        "sources": StageInputs(datasets=[dataset]),
     }
     return run_per_image(one_image, dataset.ids, writer_args, workers=workers, resume=resume, description="superpixels")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from wsss.artifacts import SCHEMA_VERSION, Artifact, ArtifactWriter, decode_id, encode_id
+from wsss.artifacts import parts_path
 from wsss.artifacts import tmp_path as partial_path
 from wsss.errors import UserError
 
@@ -42,8 +43,8 @@ def test_round_trip_and_metadata(tmp_path):
 def test_uncommitted_writer_leaves_no_final_file(tmp_path):
     path = tmp_path / "seeds.h5"
     w = _write(path, ["a"], commit=False)
-    w._f.close()
-    assert not path.exists() and partial_path(path).exists()
+    w.close()
+    assert not path.exists() and parts_path(path).is_dir() and not partial_path(path).exists()
     with pytest.raises(UserError, match="--resume"):
         Artifact(path)
 
@@ -54,18 +55,20 @@ def test_user_error_inside_writer_discards_partial(tmp_path):
         with ArtifactWriter(path, "seeds", classes=["a"], config={}) as w:
             w.write("a", {"label": np.zeros((2, 2), np.uint8)})
             raise UserError("bad input")
-    assert not path.exists() and not partial_path(path).exists()
+    assert not path.exists() and not partial_path(path).exists() and not parts_path(path).exists()
 
 
 def test_resume_keeps_finished_images_and_checks_config(tmp_path):
     path = tmp_path / "seeds.h5"
     w = _write(path, ["a", "b"], commit=False)
-    # simulate a crash in the middle of image c: group without the complete flag
-    w._f.create_group("c").create_dataset("label", data=np.zeros((4, 5), np.uint8))
-    w._f.close()
+    # simulate a crash in the middle of image c: a leftover temporary part and a torn part file
+    w.parts.file("c").with_suffix(".tmp").write_bytes(b"\x89HDF\r\n\x1a\n torn")
+    w.parts.file("d").write_bytes(b"\x89HDF\r\n\x1a\n torn")
+    w.close()
     with pytest.raises(UserError, match="another configuration"):
         ArtifactWriter(path, "seeds", classes=["bg", "a"], config={"x": 2}, resume=True)
-    w2 = ArtifactWriter(path, "seeds", classes=["bg", "a"], config={"x": 1}, resume=True)
+    w2 = ArtifactWriter(path, "seeds", classes=["bg", "a"], config={"x": 1}, resume=True,
+                        dataset={"layout": "generic", "root": "/d", "split": "train"})
     assert w2.done == {"a", "b"}
     w2.write("c", {"label": np.ones((4, 5), np.uint8)})
     w2.commit()

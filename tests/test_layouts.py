@@ -202,7 +202,7 @@ def test_corrupt_image(voc, tmp_path):
     out = tmp_path / "sp.h5"
     result = runner.invoke(app, ["superpixels", str(voc), str(out), "--split", "trainval", "--n-segments", "10"])
     _one_error_line(result, "2007_000039.jpg")
-    assert not out.exists() and not out.with_name("sp.h5.tmp").exists()  # nothing half-written
+    assert not out.exists() and not out.with_name("sp.h5.tmp").exists() and not out.with_name("sp.h5.parts").exists()  # nothing half-written
 
 
 def test_empty_dataset_and_unknown_layout(voc, tmp_path):

@@ -252,7 +252,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(trained, demo, tmp_pat
         assert res.exit_code == 2, res.output
         assert match in res.output and "Traceback" not in res.output, res.output
         assert len(res.output.strip().splitlines()) <= 3       # one line (wrapped by the console at most)
-        assert not Path(output).exists() and not Path(str(output) + ".tmp").exists()
+        assert not Path(output).exists() and not Path(str(output) + ".tmp").exists() and not Path(str(output) + ".parts").exists()
         assert not (Path(output) / "config.json").exists()
 
     # tags whose classes differ from the dataset's

@@ -130,7 +130,7 @@ def test_nan_scores_wrong_size_and_wrong_kind(setup, tmp_path):
     nan_art = write_predictions(tmp_path / "nan.h5", root, bad)
     with pytest.raises(UserError, match=r"nan\.h5: scores of image 'im1' contain NaN"):
         crf_stage.run(nan_art, tmp_path / "o1.h5")
-    assert not (tmp_path / "o1.h5").exists() and not (tmp_path / "o1.h5.tmp").exists()
+    assert not (tmp_path / "o1.h5").exists() and not (tmp_path / "o1.h5.tmp").exists() and not (tmp_path / "o1.h5.parts").exists()
     small = {i: s[:, :, :-2] for i, s in scores.items()}
     small_art = write_predictions(tmp_path / "small.h5", root, small)
     with pytest.raises(UserError, match=r"small\.h5: scores of image 'im0' are 46×36 but the image .* is 48×36"):
@@ -142,7 +142,7 @@ def test_nan_scores_wrong_size_and_wrong_kind(setup, tmp_path):
         w.commit()
     with pytest.raises(UserError, match="is a 'seeds' artifact"):
         crf_stage.run(seeds, tmp_path / "o3.h5")
-    with pytest.raises(UserError, match="is the input artifact"):
+    with pytest.raises(UserError, match="is an input of this command"):
         crf_stage.run(art, art)
 
 

@@ -64,7 +64,7 @@ def assert_clean_failure(result, output, *names):
     for name in names:
         assert name in errors[0], errors[0]
     assert "Traceback" not in result.output
-    assert not output.exists() and not output.with_name(output.name + ".tmp").exists()
+    assert not output.exists() and not output.with_name(output.name + ".tmp").exists() and not output.with_name(output.name + ".parts").exists()
 
 
 # -- every command runs and reports ------------------------------------------------------------

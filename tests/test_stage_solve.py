@@ -115,7 +115,7 @@ def test_input_errors(setup, tmp_path):
     assert not (tmp_path / "o1.h5").exists()
     with pytest.raises(UserError, match="is a 'predictions' artifact"):
         solve_stage.run(pred, tmp_path / "o2.h5")
-    with pytest.raises(UserError, match="is an input artifact"):
+    with pytest.raises(UserError, match="is an input of this command"):
         solve_stage.run(seeds, seeds, solver=SolverConfig(init="uniform"))
     with pytest.raises(UserError, match="dn"):
         solve_stage.run(seeds, tmp_path / "o3.h5", predictions=pred,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import wsss.stages.superpixels as stage
 from wsss.artifacts import Artifact, ArtifactWriter
+from wsss.artifacts import parts_path
 from wsss.artifacts import tmp_path as partial_path
 from wsss.errors import UserError
 from wsss_cli.main import app
@@ -78,7 +79,7 @@ def test_resume_after_interruption_gives_the_same_content(demo_root, tmp_path, m
     monkeypatch.setattr(stage, "slic_segments", crashing)
     with pytest.raises(KeyboardInterrupt):
         stage.run(demo_root, out, **SLIC)
-    assert not out.exists() and partial_path(out).exists()
+    assert not out.exists() and parts_path(out).is_dir()
 
     def counting(*args, **kwargs):
         calls.append(1)
@@ -92,23 +93,31 @@ def test_resume_after_interruption_gives_the_same_content(demo_root, tmp_path, m
     assert resumed.keys() == reference.keys()
     for image_id in reference:
         np.testing.assert_array_equal(resumed[image_id], reference[image_id])
-    assert not partial_path(out).exists()
+    assert not partial_path(out).exists() and not parts_path(out).exists()
 
 
-def test_resume_accepts_another_command_line_and_worker_count(demo_root, tmp_path):
+def test_resume_accepts_another_command_line_and_worker_count(demo_root, tmp_path, monkeypatch):
     """The CLI records its command line (which gains --resume) and --workers; resuming ignores both."""
     out = tmp_path / "sp.h5"
     config = {"stage": "superpixels", "n_segments": 40, "command": "wsss superpixels D sp.h5", "workers": 1, "resume": False}
-    w = ArtifactWriter(out, "superpixels", classes=["a"], config=config)
-    w.write("train_0000", {"segments": np.zeros((64, 64), np.int32)})
-    w._f.close()
+    real = stage.slic_segments
+    calls = []
+
+    def crashing(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "slic_segments", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(demo_root, out, **SLIC, config=config)
+    monkeypatch.setattr(stage, "slic_segments", real)
     changed = {**config, "command": "wsss superpixels D sp.h5 --resume -j 2", "workers": 2, "resume": True}
+    with pytest.raises(UserError, match="another configuration"):
+        stage.run(demo_root, out, **SLIC, resume=True, config={**config, "n_segments": 41})
     stage.run(demo_root, out, **SLIC, resume=True, config=changed)
     assert Artifact(out).config["command"].endswith("--resume -j 2")
-    with pytest.raises(UserError, match="another configuration"):
-        w = ArtifactWriter(tmp_path / "x.h5", "superpixels", classes=["a"], config=config)
-        w._f.close()
-        ArtifactWriter(tmp_path / "x.h5", "superpixels", classes=["a"], config={**config, "n_segments": 41}, resume=True)
 
 
 def test_cli_superpixels_and_option_errors(demo_root, tmp_path):

@@ -18,9 +18,11 @@ Layout of every artifact (schema version :data:`SCHEMA_VERSION`)::
         <datasets>         chunked, lzf-compressed arrays (see docs/artifacts.md per kind)
         attrs: complete    True once all datasets of the image are written
 
-Writes are atomic: everything goes to ``<path>.tmp`` and is renamed to ``<path>`` after an fsync,
-so an interrupted stage never leaves a file that looks complete. ``resume=True`` reopens the
-``.tmp`` file of an interrupted run and reports the images already finished.
+Writes are crash-safe (:class:`ArtifactWriter`): every finished image is a durable part file in
+``<path>.parts/``; at the end the parts are joined into ``<path>.tmp``, which is fsynced and
+renamed to ``<path>``. An interrupted or killed stage never leaves a file that looks complete nor
+damages the previous ``<path>``, and ``resume=True`` keeps the images already finished. A lock on
+``<path>.lock`` keeps a second writer of the same path out.
 
 Readers open the HDF5 handle lazily and re-open it in a forked process (h5py handles are not
 fork-safe), so an :class:`Artifact` can be handed to DataLoader workers.
@@ -105,7 +107,7 @@ def _comparable_config(config_json: str) -> str:
 
 
 def tmp_path(path: Path) -> Path:
-    """The partial file an artifact is written to before its atomic rename."""
+    """The file the parts of an artifact are joined into before its atomic rename."""
     return path.with_name(path.name + ".tmp")
 
 
@@ -123,8 +125,8 @@ class Artifact:
         self._pid = None
         if not self.path.exists():
             hint = ""
-            if tmp_path(self.path).exists():
-                hint = f" (a partial {tmp_path(self.path).name} exists: rerun the stage with --resume)"
+            if parts_path(self.path).exists():
+                hint = f" (the partial output {parts_path(self.path).name} exists: rerun the stage with --resume)"
             raise UserError(f"{self.path}: no such artifact{hint}. Check the path or run the stage that makes it.")
         if self.path.is_dir():
             raise UserError(f"{self.path}: is a folder, not an artifact. Pass the .h5 file a stage wrote.")
@@ -265,12 +267,153 @@ def _attr(value):
     return value
 
 
-class ArtifactWriter:
-    """Writes one artifact atomically (``<path>.tmp`` then rename on :meth:`commit`).
+# -- crash-safe writing -------------------------------------------------------------------------
 
-    Use as a context manager: leaving the block without :meth:`commit` (an error or an
-    interrupt) keeps the ``.tmp`` file for ``--resume`` unless the error was a
-    :class:`UserError` (bad input: nothing worth resuming), in which case it is deleted.
+#: environment variable of the crash test hook (:func:`crash_point`)
+CRASH_ENV = "WSSS_TEST_KILL_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Test hook: with ``WSSS_TEST_KILL_AT=NAME:N`` the process kills itself (SIGKILL) the N-th
+    time it reaches the point ``NAME`` (see :class:`ArtifactWriter` for the points). No-op
+    otherwise; used by the kill tests to stop a writer at exact moments."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    want, _, count = spec.partition(":")
+    if want != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(count or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def parts_path(path: Path) -> Path:
+    """The folder of per-image part files of an artifact being written: ``<path>.parts``."""
+    return path.with_name(path.name + ".parts")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _attr_value(value: Any):
+    """An attribute as stored: scalars as they are, anything else as JSON."""
+    return value if isinstance(value, (int, float, str, bool, np.number)) else _json(value)
+
+
+def _write_group(group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None) -> None:
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.ndim >= 2 and value.size > 0:
+            group.create_dataset(key, data=value, chunks=True, compression="lzf")
+        else:
+            group.create_dataset(key, data=value)
+    crash_point("part-open")
+    for key, value in (attrs or {}).items():
+        group.attrs[key] = _attr_value(value)
+    group.attrs["complete"] = True
+
+
+class PartStore:
+    """The per-image part files of an artifact being written (``<path>.parts/``).
+
+    Each image is one small HDF5 file holding the image's group exactly as the artifact will
+    (datasets and attributes), written to ``<name>.tmp``, fsynced and renamed to ``<name>.h5``
+    (then the folder is fsynced): a part that exists is complete and durable. Several processes
+    (``torchrun`` ranks) may write parts of different images to one store.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.dir = parts_path(self.path)
+
+    def file(self, image_id: str) -> Path:
+        name = encode_id(image_id)
+        if len(name.encode("utf-8")) > 200 or name.startswith("."):
+            import hashlib
+
+            name = "id-" + hashlib.sha256(image_id.encode("utf-8")).hexdigest()
+        return self.dir / f"{name}.h5"
+
+    def has(self, image_id: str) -> bool:
+        return self.file(image_id).exists()
+
+    def write(self, image_id: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None) -> None:
+        """Store one image durably (replacing a previous part of that id)."""
+        final = self.file(image_id)
+        tmp = final.with_suffix(".tmp")
+        with _h5py().File(tmp, "w") as f:
+            f.attrs["wsss_part"] = image_id
+            _write_group(f.create_group(encode_id(image_id)), arrays, attrs)
+        _fsync_file(tmp)
+        crash_point("part-tmp")
+        os.replace(tmp, final)
+        _fsync_dir(self.dir)
+        crash_point("part")
+
+    def scan(self) -> set[str]:
+        """Ids of the valid parts; leftover temporary and unreadable parts are deleted."""
+        h5py = _h5py()
+        done = set()
+        for p in sorted(self.dir.iterdir()):
+            if p.suffix == ".tmp":
+                p.unlink()
+                continue
+            if p.suffix != ".h5":
+                continue
+            try:
+                with h5py.File(p, "r") as f:
+                    image_id = _attr(f.attrs["wsss_part"])
+                    ok = bool(f[encode_id(image_id)].attrs.get("complete", False))
+            except (OSError, KeyError):
+                ok = False
+            if ok and self.file(image_id) == p:
+                done.add(image_id)
+            else:
+                p.unlink()
+        return done
+
+    def open(self, image_id: str):
+        """The part file of an image, open read-only, and its group name."""
+        return _h5py().File(self.file(image_id), "r"), encode_id(image_id)
+
+
+MANIFEST_NAME = "manifest.json"
+
+
+class ArtifactWriter:
+    """Writes one artifact crash-safely (context manager).
+
+    While it works it holds the lock ``<path>.lock`` (:class:`wsss.locks.OutputLock`: a second
+    writer of the same path refuses, naming this one) and keeps every finished image as a durable
+    part file in ``<path>.parts/`` (:class:`PartStore`) next to ``manifest.json`` (configuration
+    and input fingerprints). :meth:`commit` joins the parts in sorted id order into ``<path>.tmp``,
+    fsyncs it, renames it to ``<path>`` and removes the parts. A kill at any moment therefore
+    leaves the previous ``<path>`` (if any) untouched and every image finished so far readable;
+    ``resume=True`` keeps those images and the joined artifact is the same, dataset by dataset, as
+    an uninterrupted run's.
+
+    Leaving the block without :meth:`commit` (an error or an interrupt) keeps the parts for
+    ``--resume`` unless the error was a :class:`UserError` (bad input: nothing worth resuming),
+    in which case they are deleted.
+
+    Test hook (:func:`crash_point`): ``part-open`` (inside a part file being written),
+    ``part-tmp`` (a part written, not yet renamed), ``part`` (a part durable), ``join`` (after
+    each image copied into ``<path>.tmp``), ``joined`` (``<path>.tmp`` complete, not renamed),
+    ``committed`` (``<path>`` in place, parts not yet removed).
 
     Args:
         path: final file name.
@@ -279,8 +422,11 @@ class ArtifactWriter:
         config: the full configuration of the command (JSON-serialisable).
         inputs: provenance records (:meth:`Artifact.provenance`) of the input artifacts.
         dataset: description of the image source (``Dataset.describe()``).
-        resume: reopen an existing ``.tmp`` file and keep the images it has finished. Its
-            recorded configuration must equal ``config``.
+        resume: keep the images of an interrupted run's parts. Its recorded configuration must
+            equal ``config`` (up to :data:`RESUME_VOLATILE_KEYS`) and its inputs' fingerprints
+            those of ``sources`` now.
+        sources: the command's inputs (:class:`wsss.paths.StageInputs`): ``path`` is checked
+            against them and their fingerprints are recorded for ``resume``.
     """
 
     def __init__(
@@ -294,71 +440,97 @@ class ArtifactWriter:
         dataset: Mapping[str, Any] | None = None,
         resume: bool = False,
         ignore_index: int = IGNORE_INDEX,
+        sources=None,
     ):
+        from wsss.locks import OutputLock
+        from wsss.paths import StageInputs
+
         if kind not in KINDS:
             raise ValueError(f"unknown artifact kind {kind!r}")
         self.path = Path(path)
         self.tmp = tmp_path(self.path)
         self.kind = kind
+        self._committed = False
         if not self.path.parent.exists():
             raise UserError(f"{self.path}: folder {self.path.parent} does not exist. Create it or choose another output path.")
-        h5py = _h5py()
-        config_json = _json(dict(config))
-        self.done: set[str] = set()
-        if resume and self.tmp.exists():
-            try:
-                self._f = h5py.File(self.tmp, "a")
-            except OSError as exc:
-                raise UserError(f"{self.tmp}: partial file is unreadable ({exc}). Delete it and rerun without --resume.") from exc
-            old = _attr(self._f.attrs.get("config", "{}"))
-            if _comparable_config(old) != _comparable_config(config_json):
-                self._f.close()
-                raise UserError(
-                    f"{self.tmp}: was started with another configuration. Rerun with the same options, "
-                    "or delete it to start over."
-                )
-            for name in list(self._f.keys()):
-                if self._f[name].attrs.get("complete", False):
-                    self.done.add(decode_id(name))
-                else:
-                    del self._f[name]
-        else:
-            if self.tmp.exists():
-                self.tmp.unlink()
-            self._f = h5py.File(self.tmp, "w")
-        a = self._f.attrs
-        a["wsss_kind"] = kind
-        a["wsss_schema"] = SCHEMA_VERSION
-        a["wsss_version"] = __version__
-        a["classes"] = _json(list(classes))
-        a["ignore_index"] = int(ignore_index)
-        a["config"] = config_json
-        a["inputs"] = _json(list(inputs))
+        sources = sources if sources is not None else StageInputs()
+        sources.check_output(self.path)
+        self.parts = PartStore(self.path)
+        self._attrs: dict[str, Any] = {
+            "wsss_kind": kind,
+            "wsss_schema": SCHEMA_VERSION,
+            "wsss_version": __version__,
+            "classes": _json(list(classes)),
+            "ignore_index": int(ignore_index),
+            "config": _json(dict(config)),
+            "inputs": _json(list(inputs)),
+        }
         if dataset is not None:
-            a["dataset"] = _json(dict(dataset))
-        self._committed = False
+            self._attrs["dataset"] = _json(dict(dataset))
+        manifest = {
+            "kind": kind,
+            "classes": self._attrs["classes"],
+            "dataset": self._attrs.get("dataset"),
+            "config": _comparable_config(self._attrs["config"]),
+            "inputs": sources.identity(),
+        }
+        self._removed: set[str] = set()
+        self._lock = OutputLock(self.path).acquire()
+        try:
+            self.done: set[str] = self._open_parts(manifest, resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_parts(self, manifest: dict[str, Any], resume: bool) -> set[str]:
+        import shutil
+
+        from wsss.paths import describe_changes
+
+        folder = self.parts.dir
+        manifest_file = folder / MANIFEST_NAME
+        if resume and manifest_file.is_file():
+            try:
+                old = json.loads(manifest_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{manifest_file}: unreadable ({exc}). Delete {folder} and rerun without --resume.") from exc
+            if {k: old.get(k) for k in ("kind", "classes", "dataset", "config")} != {
+                    k: manifest[k] for k in ("kind", "classes", "dataset", "config")}:
+                raise UserError(f"{folder}: was started with another configuration. Rerun with the same options, "
+                                "or rerun without --resume to start over.")
+            changes = describe_changes(old.get("inputs", {}), manifest["inputs"])
+            if changes:
+                raise UserError(f"{folder}: the inputs changed since the interrupted run started ({'; '.join(changes)}); "
+                                "resuming would mix results of old and new inputs. Rerun without --resume to start over.")
+            return self.parts.scan()
+        if folder.exists():
+            shutil.rmtree(folder)
+        self.tmp.unlink(missing_ok=True)
+        folder.mkdir()
+        staged = folder / (MANIFEST_NAME + ".tmp")
+        staged.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        _fsync_file(staged)
+        os.replace(staged, manifest_file)
+        _fsync_dir(folder)
+        _fsync_dir(self.path.parent)
+        return set()
 
     # -- writing ----------------------------------------------------------------------------
     def write(self, image_id: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None) -> None:
-        """Store the arrays of one image (replacing a previous entry of that id).
+        """Store the arrays of one image durably (replacing a previous entry of that id).
 
         Arrays of 2 or more dimensions are chunked and lzf-compressed; dtypes are kept as given
         (convert floats to float16 before calling where the artifact stores float16).
         """
-        name = encode_id(image_id)
-        if name in self._f:
-            del self._f[name]
-        group = self._f.create_group(name)
-        for key, value in arrays.items():
-            value = np.asarray(value)
-            if value.ndim >= 2 and value.size > 0:
-                group.create_dataset(key, data=value, chunks=True, compression="lzf")
-            else:
-                group.create_dataset(key, data=value)
-        for key, value in (attrs or {}).items():
-            group.attrs[key] = value if isinstance(value, (int, float, str, bool, np.number)) else _json(value)
-        group.attrs["complete"] = True
+        self.parts.write(image_id, arrays, attrs)
         self.done.add(image_id)
+        self._removed.discard(image_id)
+
+    def add_finished(self, ids: Iterable[str]) -> None:
+        """Count images whose parts other processes (``torchrun`` ranks) wrote."""
+        for image_id in ids:
+            if image_id not in self._removed and self.parts.has(image_id):
+                self.done.add(image_id)
 
     @property
     def ids(self) -> list[str]:
@@ -367,56 +539,64 @@ class ArtifactWriter:
 
     def read(self, image_id: str, name: str) -> np.ndarray:
         """Read back an array already written (e.g. for statistics in a finalize step)."""
-        return self._f[encode_id(image_id)][name][()]
+        f, group = self.parts.open(image_id)
+        with f:
+            return f[group][name][()]
 
     def image_attrs(self, image_id: str) -> dict:
         """Attributes written with an image (``complete`` left out), e.g. for a finalize step."""
-        group = self._f[encode_id(image_id)]
-        return {k: _attr(v) for k, v in group.attrs.items() if k != "complete"}
+        f, group = self.parts.open(image_id)
+        with f:
+            return {k: _attr(v) for k, v in f[group].attrs.items() if k != "complete"}
 
     def remove(self, image_id: str) -> None:
-        """Delete an image written so far (e.g. one a finalize step leaves out)."""
-        name = encode_id(image_id)
-        if name in self._f:
-            del self._f[name]
+        """Leave an image written so far out of the artifact (e.g. one a finalize step skips)."""
         self.done.discard(image_id)
+        self._removed.add(image_id)
 
     def set_attrs(self, **attrs: Any) -> None:
         """Root attributes besides the standard ones; non-scalars are stored as JSON strings."""
         for key, value in attrs.items():
-            self._f.attrs[key] = value if isinstance(value, (int, float, str, bool, np.number)) else _json(value)
-
-    def copy_images_from(self, other_tmp: Path) -> None:
-        """Copy every complete image group of another (shard) file into this one."""
-        h5py = _h5py()
-        with h5py.File(other_tmp, "r") as src:
-            for name in src.keys():
-                if src[name].attrs.get("complete", False):
-                    if name in self._f:
-                        del self._f[name]
-                    src.copy(src[name], self._f, name=name)
-                    self.done.add(decode_id(name))
+            self._attrs[key] = _attr_value(value)
 
     def commit(self) -> Path:
-        """Mark complete, flush, fsync and rename to the final path. Returns the final path."""
-        self._f.attrs["complete"] = True
-        self._f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self._f.flush()
-        self._f.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        """Join the parts into ``<path>.tmp``, fsync, rename to ``<path>``, remove the parts and
+        release the lock. Returns the final path."""
+        import shutil
+
+        h5py = _h5py()
+        self.tmp.unlink(missing_ok=True)
+        with h5py.File(self.tmp, "w") as f:
+            for key, value in self._attrs.items():
+                f.attrs[key] = value
+            for image_id in sorted(self.done):
+                src, name = self.parts.open(image_id)
+                with src:
+                    src.copy(src[name], f, name=name)
+                crash_point("join")
+            f.attrs["complete"] = True
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        _fsync_file(self.tmp)
+        crash_point("joined")
         os.replace(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
         self._committed = True
+        crash_point("committed")
+        shutil.rmtree(self.parts.dir, ignore_errors=True)
+        self._lock.release()
         return self.path
 
+    def close(self) -> None:
+        """Stop without committing: the parts stay for ``--resume``; the lock is released."""
+        self._lock.release()
+
     def discard(self) -> None:
-        """Close and delete the partial file."""
-        try:
-            self._f.close()
-        except Exception:  # noqa: BLE001 - already closed
-            pass
-        if self.tmp.exists():
-            self.tmp.unlink()
+        """Delete the parts and the partial join, release the lock."""
+        import shutil
+
+        shutil.rmtree(self.parts.dir, ignore_errors=True)
+        self.tmp.unlink(missing_ok=True)
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -427,10 +607,7 @@ class ArtifactWriter:
         if exc_type is not None and issubclass(exc_type, UserError):
             self.discard()
         else:
-            try:
-                self._f.close()
-            except Exception:  # noqa: BLE001
-                pass
+            self.close()
         return False
 
 

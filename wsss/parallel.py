@@ -3,12 +3,13 @@
 Every per-image stage (superpixels, crf, solve, predict, eval, prepare-*) computes a result per
 image with a plain function and writes it to one artifact. :func:`run_per_image` does the rest:
 
-- under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` takes the images ``ids[r::world_size]`` and
-  writes its own shard ``<path>.rank<r>.tmp``; after a barrier rank 0 joins the shards into the
-  artifact (other ranks return once it exists);
+- rank 0 locks the output and prepares its part folder (:class:`wsss.artifacts.ArtifactWriter`);
+  under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` then takes the images ``ids[r::world_size]``
+  and writes their durable part files into the same folder; after a barrier rank 0 joins the
+  parts into the artifact (other ranks return once it exists);
 - inside a rank, ``workers`` > 1 spreads images over a process pool (fork; each worker uses one
-  torch thread), results come back in order and one process writes;
-- ``resume`` skips images already written to the partial file;
+  torch thread and ends when its parent dies), results come back in order and one process writes;
+- ``resume`` skips images whose part an interrupted run already wrote;
 - a rich progress bar on rank 0.
 
 The result of an image depends only on the image and the configuration, never on the worker or
@@ -20,6 +21,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from wsss.artifacts import ArtifactWriter
+from wsss.artifacts import ArtifactWriter, PartStore
 from wsss.errors import UserError
+from wsss.locks import close_inherited_locks
 from wsss.progress import progress_bar
 
 #: A per-image function: image id -> (arrays to store, per-image attributes or None)
@@ -108,9 +112,42 @@ def shard(ids: Sequence[str], ctx: DistributedContext) -> list[str]:
 
 _worker_fn: ImageFn | None = None
 
+#: seconds between two checks of the parent-pid watchdog in worker processes
+PARENT_POLL_S = 0.5
 
-def _worker_init(fn: ImageFn) -> None:
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (forked) process end when ``parent_pid`` dies.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the kernel kill it the moment the parent
+    dies; everywhere, a daemon thread also polls ``os.getppid()`` every :data:`PARENT_POLL_S`
+    seconds and exits once the process has been re-parented. A parent already gone exits at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="wsss-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(fn: ImageFn, parent_pid: int) -> None:
     global _worker_fn
+    die_with_parent(parent_pid)
+    close_inherited_locks()
     _worker_fn = fn
     # One thread per worker so N workers use N cores; only if torch is already loaded (fork
     # inherits it), since importing torch just for this costs seconds per worker.
@@ -125,7 +162,9 @@ def _worker_call(image_id: str):
 
 
 def map_images(fn: ImageFn, ids: Sequence[str], workers: int = 1) -> Iterator[tuple[str, Any]]:
-    """Apply ``fn`` to every id, in order, with ``workers`` processes (1 = in this process)."""
+    """Apply ``fn`` to every id, in order, with ``workers`` processes (1 = in this process).
+
+    Worker processes end when this process dies (:func:`die_with_parent`)."""
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1.")
     if workers == 1 or len(ids) <= 1:
@@ -133,7 +172,8 @@ def map_images(fn: ImageFn, ids: Sequence[str], workers: int = 1) -> Iterator[tu
             yield image_id, fn(image_id)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(fn, os.getpid())) as pool:
         yield from zip(ids, pool.map(_worker_call, ids, chunksize=1))
 
 
@@ -154,13 +194,13 @@ def run_per_image(
         fn: image id -> (arrays, attrs). Must be picklable-free under fork (a closure is fine).
         ids: all image ids of the job (every rank passes the same list).
         writer_args: keyword arguments of :class:`ArtifactWriter` (``path``, ``kind``, ``classes``,
-            ``config``, ``inputs``, ``dataset``).
+            ``config``, ``inputs``, ``dataset``, ``sources``).
         workers: processes per rank.
         resume: keep the images finished by an interrupted run.
         description: progress bar label.
         on_result: called in the writing process for every image computed in this run
             (statistics); not called for images skipped by ``resume``.
-        finalize: called on the joined writer before commit (root attributes such as statistics).
+        finalize: called on the writer before commit (root attributes such as statistics).
             Runs on rank 0 only.
 
     Returns:
@@ -171,40 +211,40 @@ def run_per_image(
     final = Path(args.pop("path"))
     if ctx.world_size > 1:
         init_distributed()
-        target = final.with_name(f"{final.name}.rank{ctx.rank}")
-    else:
-        target = final
-    my_ids = shard(ids, ctx)
+    writer: ArtifactWriter | None = None
 
-    def write_shard() -> Path:
-        with ArtifactWriter(target, resume=resume, **args) as writer:
-            todo = [i for i in my_ids if i not in writer.done]
-            with progress_bar(description, total=len(my_ids), enabled=ctx.is_main) as advance:
-                advance(len(my_ids) - len(todo))
-                for image_id, (arrays, attrs) in map_images(fn, todo, workers):
-                    writer.write(image_id, arrays, attrs)
-                    if on_result is not None:
-                        on_result(image_id, arrays, attrs)
-                    advance(1)
-            if ctx.world_size == 1 and finalize is not None:
-                finalize(writer)
-            return writer.commit()
+    def open_writer() -> None:  # rank 0 locks the output and prepares (or resumes) the parts
+        nonlocal writer
+        if ctx.is_main:
+            writer = ArtifactWriter(final, resume=resume, **args)
 
-    if ctx.world_size == 1:
-        return write_shard()
+    def compute() -> None:  # every rank writes the parts of its share
+        parts = writer.parts if writer is not None else PartStore(final)
+        mine = shard(ids, ctx)
+        todo = [i for i in mine if not parts.has(i)]  # rank 0 has deleted invalid parts
+        with progress_bar(description, total=len(mine), enabled=ctx.is_main) as advance:
+            advance(len(mine) - len(todo))
+            for image_id, (arrays, attrs) in map_images(fn, todo, workers):
+                parts.write(image_id, arrays, attrs)
+                if on_result is not None:
+                    on_result(image_id, arrays, attrs)
+                advance(1)
 
-    def join_shards() -> None:
-        with ArtifactWriter(final, **args) as joined:
-            for r in range(ctx.world_size):
-                joined.copy_images_from(final.with_name(f"{final.name}.rank{r}"))
+    def join() -> None:
+        if writer is not None:
+            writer.add_finished(ids)
             if finalize is not None:
-                finalize(joined)
-            joined.commit()
-        for r in range(ctx.world_size):
-            final.with_name(f"{final.name}.rank{r}").unlink(missing_ok=True)
+                finalize(writer)
+            writer.commit()
 
-    run_on_all_ranks(write_shard)
-    run_on_all_ranks(join_shards if ctx.is_main else (lambda: None))
+    try:
+        run_on_all_ranks(open_writer)
+        run_on_all_ranks(compute)
+        run_on_all_ranks(join)
+    except BaseException as exc:
+        if writer is not None:
+            writer.__exit__(type(exc), exc, None)
+        raise
     return final
 
 
@@ -237,6 +277,7 @@ __all__ = [
     "barrier",
     "distributed_context",
     "init_distributed",
+    "die_with_parent",
     "map_images",
     "run_on_all_ranks",
     "run_per_image",

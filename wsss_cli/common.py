@@ -46,7 +46,7 @@ def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable:
                     traceback.print_exc()
                 fail(str(exc))
             except KeyboardInterrupt:
-                err_console.print("interrupted: partial output kept as <output>.tmp; rerun with --resume to continue")
+                err_console.print("interrupted: finished images kept in <output>.parts/; rerun with --resume to continue")
                 raise typer.Exit(code=130)
 
         return app.command(name, **kwargs)(wrapper)
@@ -72,7 +72,8 @@ def workers_option() -> Any:
 
 
 def resume_option() -> Any:
-    return typer.Option(False, "--resume", help="Continue an interrupted run: keep the images already in OUTPUT.tmp.")
+    return typer.Option(False, "--resume", help="Continue an interrupted or killed run: keep the images already in OUTPUT.parts/ "
+                        "(refused if the options or the inputs changed since).")
 
 
 def seed_option(default: int = 0) -> Any:

@@ -132,6 +132,13 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def run_directory(checkpoint: str | os.PathLike) -> Path:
+    """The run directory a checkpoint file belongs to (``RUN`` for ``RUN/last.pt`` and
+    ``RUN/checkpoints/epoch-NNN.pt``; the file's folder otherwise)."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and check a checkpoint written by :meth:`RunDir.save_checkpoint`."""
     path = resolve_checkpoint(path)
