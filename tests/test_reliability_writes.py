@@ -345,6 +345,9 @@ def test_output_that_is_an_input_exits_2_and_changes_nothing(world, tmp_path):
         (["superpixels", w["data"], images / "sp.h5"], "image or mask folder"),
         (["prepare-scribbles", w["data"], masks / "seeds.h5"], "image or mask folder"),
         (["prepare-tags", w["data"], w["data"] / "classes.txt"], "is a file of the dataset"),
+        (["train", "-o", images / "run", "--seeds", w["seeds"], "--epochs", "1"], "image or mask folder"),
+        (["train", "-o", w["seeds"], "--seeds", w["seeds"], "--epochs", "1"], "is an input"),
+        (["cam", "train", "-o", masks, "--tags", w["tags"], "--epochs", "1"], "image or mask folder"),
     ]
     before = _tree_state(w["root"])
     runner = CliRunner()

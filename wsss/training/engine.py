@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 
 from wsss.errors import UserError
 from wsss.parallel import DistributedContext, init_distributed
+from wsss.paths import StageInputs
 from wsss.progress import progress_bar
 from wsss.training.data import EpochSampler
 from wsss.training.run import RunDir, checkpoint_task, load_checkpoint
@@ -233,6 +234,14 @@ def checkpoint_state(tr: Trainer, epoch: int, record: dict[str, Any]) -> dict[st
     }
 
 
+def check_run_output(task: TrainingTask, cfg: Any) -> None:
+    """The run directory ``cfg.out`` is not an input file nor inside the image or mask folders of
+    the task's dataset (:meth:`wsss.paths.StageInputs.check_output`); call after ``task.setup``."""
+    files = [getattr(cfg, key, None) for key in ("seeds", "pseudolabels", "tags", "weights")]
+    inputs = StageInputs(files=[f for f in files if f and Path(f).is_file()], datasets=[getattr(task, "dataset", None)])
+    inputs.check_output(cfg.out, folder=True, option="--out")
+
+
 def run_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
              on_epoch_end: EpochHook | None = None) -> Path:
     """Train ``task`` with its configuration ``cfg`` (module docstring); returns the run directory.
@@ -247,6 +256,7 @@ def run_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
     ctx = init_distributed()
     device = resolve_device(cfg.device, ctx)
     task.setup(ctx)
+    check_run_output(task, cfg)
     record = {"train": dataclasses.asdict(cfg), **task.record(), "world_size": ctx.world_size}
     run = RunDir(cfg.out, enabled=ctx.is_main)
 
@@ -307,5 +317,5 @@ def run_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
     return run.root
 
 
-__all__ = ["RESUME_FREE", "Trainer", "checkpoint_state", "resolve_device", "restore_or_create", "run_task",
+__all__ = ["RESUME_FREE", "Trainer", "check_run_output", "checkpoint_state", "resolve_device", "restore_or_create", "run_task",
            "train_one_epoch"]
