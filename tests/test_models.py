@@ -40,8 +40,19 @@ def test_logits_upsampled_bilinear_align_corners():
 
 
 def test_trains_with_batch_of_one():
+    """A per-device batch of 1 trains: the image-pooling branch (a 1×1 map) has no batch norm, which
+    cannot normalise a single value per channel."""
+    torch.manual_seed(0)
     model = DeepLabV3Plus(ModelConfig(num_classes=2, width_mult=0.25, head_channels=8)).train()
-    model(torch.rand(1, 3, 32, 32) * 255).sum().backward()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.aspp.pool.modules())
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm2d(8).train()(torch.rand(1, 8, 1, 1))  # what such a branch would do
+    logits = model(torch.rand(1, 3, 32, 32) * 255)
+    assert logits.shape == (1, 2, 32, 32) and torch.isfinite(logits).all()
+    F.cross_entropy(logits, torch.randint(0, 2, (1, 32, 32))).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.aspp.pool[1].weight.grad.abs().sum() > 0  # the pooling branch is trained too
 
 
 def test_weights_from_state_dict_file(tmp_path):

@@ -1,7 +1,8 @@
 """Entry point of the ``wsss`` command line.
 
 Each command lives in its own module of this package with a ``register(app)`` function; the
-list below fixes the order in ``wsss --help``. Modules not present yet are skipped.
+list below fixes the order in ``wsss --help``. A listed module that is missing or fails to import
+stops the program (:func:`register_commands`): a command never disappears silently.
 """
 
 from __future__ import annotations
@@ -56,14 +57,14 @@ def main(
     STATE["debug"] = debug
 
 
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"wsss_cli.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name == f"wsss_cli.{_name}":
-            continue
-        raise
-    _module.register(app)
+def register_commands(target: typer.Typer, modules: list[str]) -> None:
+    """Import ``wsss_cli.<name>`` for every name and call its ``register(target)``; a missing module
+    raises (ModuleNotFoundError) instead of dropping its command."""
+    for name in modules:
+        importlib.import_module(f"wsss_cli.{name}").register(target)
+
+
+register_commands(app, COMMAND_MODULES)
 
 
 def run() -> None:
