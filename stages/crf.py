@@ -150,7 +150,7 @@ def run(
         params: CRF parameters (defaults: DeepLab's, :mod:`wsss.crf`).
         data, layout, split: override the dataset recorded in the artifact.
         workers: processes per rank.
-        resume: keep the images an interrupted run already wrote to ``out.tmp``.
+        resume: keep the images an interrupted run already finished (``out.parts/``).
         config: configuration recorded in the output (the CLI passes every option and the
             command line); default: the parameters and paths.
 

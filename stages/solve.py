@@ -110,7 +110,7 @@ def run(
         data, layout, split: override the dataset recorded in the seeds artifact.
         device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``.
         workers: processes per rank (CPU only).
-        resume: keep the images an interrupted run already wrote to ``out.tmp``.
+        resume: keep the images an interrupted run already finished (``out.parts/``).
         config: configuration recorded in the output (the CLI passes every option and the command
             line); default: the solver options and paths.
 

@@ -103,7 +103,7 @@ def run(
         n_segments, compactness, sigma: SLIC parameters (module docstring: defaults and source).
         ids: restrict to these image ids (default: the whole split).
         workers: processes per rank.
-        resume: continue from ``output.tmp``.
+        resume: keep the images an interrupted run already finished (``output.parts/``).
         config: configuration to record (the CLI passes its options and command line); by default
             the arguments above.
 
