@@ -175,23 +175,23 @@ def default_output(artifact: Path, crf: bool) -> Path:
     return artifact.with_name(artifact.stem + (".crf" if crf else "") + ".metrics.json")
 
 
-def _accumulate(one, ids, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
-                description: str, show: bool, sweep_conf: np.ndarray | None = None) -> None:
+def _accumulate(one, ids, workers, row, conf: M.ConfusionMatrix, conf_unl: M.ConfusionMatrix, valid_pixels, f_table,
+                f_present, soft_table, description: str, show: bool, sweep=None) -> None:
     """Run ``one`` over ``ids`` and add its results into the accumulators (in place)."""
     with progress_bar(description, total=len(ids), enabled=show) as advance:
         for image_id, res in map_images(one, ids, workers):
-            conf += res["conf"]
+            conf.add(res["conf"])
             valid_pixels += res["valid"]
             if "f" in res:
                 present = ~np.isnan(res["f"])
                 f_table[row[image_id]] = np.where(present, res["f"], 0.0)
                 f_present[row[image_id]] = present
             if "conf_unlabelled" in res:
-                conf_unl += res["conf_unlabelled"]
+                conf_unl.add(res["conf_unlabelled"])
             if "soft" in res:
                 soft_table[row[image_id]] = res["soft"]
-            if "sweep" in res and sweep_conf is not None:
-                sweep_conf += res["sweep"]
+            if "sweep" in res and sweep is not None:
+                sweep.add(res["sweep"])
             advance(1)
 
 
@@ -288,8 +288,8 @@ def run(
     if is_cams and not 0 <= cam_threshold <= 1:
         raise UserError(f"--cam-threshold {cam_threshold}: must be in [0, 1]. Fix the option.")
     if is_cams:
-        from wsss.cam.threshold_sweep import DEFAULT_THRESHOLDS, ThresholdSweep
-    sweep_conf = np.zeros((len(DEFAULT_THRESHOLDS), k, k), np.int64) if is_cams else None
+        from wsss.cam.threshold_sweep import ThresholdSweep
+    sweep_total = ThresholdSweep(k) if is_cams else None
 
     def one(image_id: str) -> dict:
         if is_cams:
@@ -320,7 +320,7 @@ def run(
                 )
         elif ((label >= k) & (label != M.IGNORE_INDEX)).any():
             raise UserError(f"{art.path}: image '{image_id}' has labels outside 0..{k - 1} and 255. Recreate the artifact.")
-        result["conf"] = M.confusion_matrix(gt, label, k, mask=where)
+        result["conf"] = M.ConfusionMatrix(k).update(gt, label, mask=where).matrix
         if dense:
             result["f"] = M.boundary_f(gt, label, k, bound_th=bound_th)[2]
         if seed_art is not None:
@@ -330,7 +330,7 @@ def run(
             unl = seed == M.IGNORE_INDEX
             if where is not None:
                 unl &= where
-            result["conf_unlabelled"] = M.confusion_matrix(gt, label, k, mask=unl)
+            result["conf_unlabelled"] = M.ConfusionMatrix(k).update(gt, label, mask=unl).matrix
         if ref_art is not None:
             ref = read_soft_scores(ref_art, image_id, k)
             if ref.shape != hard.scores.shape:
@@ -340,16 +340,14 @@ def run(
                 )
             result["soft"] = np.array(M.soft_jaccard_sums(hard.scores, ref))
         if is_cams:
-            sweep = ThresholdSweep(k)
-            sweep.update(cams, cam_classes, gt)
-            result["sweep"] = sweep.confusions
+            result["sweep"] = ThresholdSweep(k).update(cams, cam_classes, gt).confusions
         return result
 
     ctx = init_distributed()
     mine = shard(ids, ctx)
     row = {image_id: i for i, image_id in enumerate(ids)}
-    conf = np.zeros((k, k), np.int64)
-    conf_unl = np.zeros((k, k), np.int64)
+    conf = M.ConfusionMatrix(k)
+    conf_unl = M.ConfusionMatrix(k)
     valid_pixels = np.zeros(1, np.int64)
     # per-image tables: each row is filled on exactly one rank, so the all-reduce sum is exact
     f_table = np.zeros((len(ids), k), np.float64)
@@ -358,17 +356,17 @@ def run(
     # every rank learns whether one failed, so none waits forever in the all-reduces below
     run_on_all_ranks(lambda: _accumulate(
         one, mine, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
-        "eval" + (" + crf" if crf is not None else ""), ctx.is_main, sweep_conf=sweep_conf))
-    conf = all_reduce_sum(conf)
-    conf_unl = all_reduce_sum(conf_unl)
+        "eval" + (" + crf" if crf is not None else ""), ctx.is_main, sweep=sweep_total))
+    conf.all_reduce()
+    conf_unl.all_reduce()
     valid_pixels = all_reduce_sum(valid_pixels)
     f_table = all_reduce_sum(f_table)
     f_present = all_reduce_sum(f_present)
     soft_table = all_reduce_sum(soft_table)
-    if sweep_conf is not None:
-        sweep_conf = all_reduce_sum(sweep_conf)
+    if sweep_total is not None:
+        sweep_total.all_reduce()
 
-    region = _region_report(conf, classes)
+    region = _region_report(conf.matrix, classes)
     report: dict[str, Any] = {
         "kind": "metrics",
         "wsss_version": __version__,
@@ -416,19 +414,18 @@ def run(
         )
     if seed_art is not None:
         report["seeds"] = seed_art.provenance()
-        report["unlabelled"] = {key: v for key, v in _region_report(conf_unl, classes).items()}
+        report["unlabelled"] = {key: v for key, v in _region_report(conf_unl.matrix, classes).items()}
     if ref_art is not None:
         lo, hi = soft_table[:, 0].sum(), soft_table[:, 1].sum()
         report["reference"] = ref_art.provenance()
         report["soft_jaccard"] = float(lo / hi) if hi > 0 else 1.0
-    if sweep_conf is not None:
-        j = np.array([M.mean_iou(c) for c in sweep_conf], dtype=np.float64)
-        best = int(np.nanargmax(j)) if np.isfinite(j).any() else 0
+    if sweep_total is not None:
+        swept = sweep_total.result()
         report["cam"] = {
             "threshold": cam_threshold,
             "label": "arg-max over {t, CAMs of the image's tagged classes}; J/F above are at this t",
-            "sweep": {"thresholds": [float(t) for t in DEFAULT_THRESHOLDS], "j": [_nan_to_none(float(v)) for v in j],
-                      "best_threshold": float(DEFAULT_THRESHOLDS[best]), "best_j": _nan_to_none(float(j[best])),
+            "sweep": {"thresholds": [float(t) for t in swept.thresholds], "j": [_nan_to_none(float(v)) for v in swept.j],
+                      "best_threshold": swept.best_threshold, "best_j": _nan_to_none(swept.best_j),
                       "convention": "one confusion over the set per t (GT 255 ignored), mean IoU over classes "
                                     "present in GT or prediction (cam.md, HFPL code)"},
         }

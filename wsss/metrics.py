@@ -5,7 +5,7 @@ The reference for every definition is ``spec/evaluation.md``; ``docs/metrics.md`
 conventions chosen where the spec leaves a choice. Summary:
 
 - **Confusion matrix** ``C`` (K×K int64, rows = ground truth, columns = prediction), accumulated
-  over the whole evaluated set; ground-truth pixels equal to ``ignore_index`` (255) are skipped.
+  over the whole evaluated set (:class:`ConfusionMatrix`, also summed over ``torchrun`` ranks); ground-truth pixels equal to ``ignore_index`` (255) are skipped.
 - **IoU_c** = C[c,c] / (row_c + col_c − C[c,c]); a class absent from both the ground truth and the
   prediction of the set has IoU NaN. **mIoU** = mean of the non-NaN IoUs (VOC convention: mean
   over the K classes, absent classes skipped). **Pixel accuracy** = trace(C) / sum(C).
@@ -42,6 +42,103 @@ F_CONVENTION = (
 # --------------------------------------------------------------------------------------------
 # Region similarity J
 # --------------------------------------------------------------------------------------------
+class ConfusionMatrix:
+    """Confusion counts accumulated over a set of images: the one implementation behind ``wsss eval``,
+    the per-epoch validation of training and the CAM background-threshold sweep.
+
+    ``matrix[i, j]`` (int64) is the number of counted pixels of ground-truth class ``i`` predicted
+    ``j`` (rows = ground truth, columns = prediction); ground-truth pixels equal to ``ignore_index``
+    are never counted. With ``stack = T`` the object holds ``T`` matrices (``T×K×K``), one per
+    candidate labelling of the same pixels (e.g. one per background threshold), updated together.
+
+    Use: :meth:`update` per image (or batch), :meth:`add` for counts made elsewhere (a worker
+    process), :meth:`all_reduce` to sum over ``torchrun`` ranks, :meth:`compute` for IoU, mIoU and
+    pixel accuracy (:func:`region_summary`).
+
+    Args:
+        num_classes: K.
+        stack: None for one K×K matrix, or T for T stacked matrices.
+        ignore_index: ground-truth value of pixels that are not counted.
+    """
+
+    def __init__(self, num_classes: int, stack: int | None = None, ignore_index: int = IGNORE_INDEX):
+        self.num_classes = int(num_classes)
+        self.stack = None if stack is None else int(stack)
+        self.ignore_index = ignore_index
+        lead = () if self.stack is None else (self.stack,)
+        self.matrix = np.zeros(lead + (self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, gt, pred, mask=None) -> "ConfusionMatrix":
+        """Count one image (or a batch) of label maps; returns ``self``.
+
+        Args:
+            gt: integer ground truth of any shape ``S`` (``H×W``, ``B×H×W``), values 0..K-1 or
+                ``ignore_index``; numpy array or torch tensor (any device).
+            pred: integer prediction, shape ``S`` (``T×S`` with ``stack = T``), values 0..K-1 at every
+                counted pixel.
+            mask: optional bool of shape ``S``; only pixels where it is True are counted (e.g. the
+                labelled pixels of a seed map, or the unlabelled pixels of a pseudo-label evaluation).
+
+        Raises:
+            ValueError: shapes differ, or a counted pixel has a ground truth or prediction outside
+                0..K-1 (other than ignored ground truth).
+        """
+        gt, pred = _numpy(gt), _numpy(pred)
+        want = gt.shape if self.stack is None else (self.stack, *gt.shape)
+        if pred.shape != want:
+            raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
+        keep = gt != self.ignore_index
+        if mask is not None:
+            mask = _numpy(mask)
+            if mask.shape != gt.shape:
+                raise ValueError(f"mask {mask.shape} and ground truth {gt.shape} differ in shape")
+            keep &= mask.astype(bool)
+        k = self.num_classes
+        g = gt[keep].astype(np.int64)
+        p = (pred[keep] if self.stack is None else pred[:, keep]).astype(np.int64)
+        if g.size and (g.min() < 0 or g.max() >= k):
+            raise ValueError(f"ground truth values outside 0..{k - 1} and {self.ignore_index}")
+        if p.size and (p.min() < 0 or p.max() >= k):
+            bad = np.unique(p[(p < 0) | (p >= k)])[:5].tolist()
+            raise ValueError(f"prediction values {bad} outside 0..{k - 1} at labelled ground-truth pixels")
+        code = g * k + p
+        if self.stack is not None:  # matrix t occupies codes t·K² .. (t+1)·K² − 1
+            code = code + (np.arange(self.stack, dtype=np.int64) * k * k)[:, None]
+        self.matrix += np.bincount(code.ravel(), minlength=self.matrix.size).reshape(self.matrix.shape)
+        return self
+
+    def add(self, counts: np.ndarray) -> "ConfusionMatrix":
+        """Add counts of the same shape as :attr:`matrix` (made by another ConfusionMatrix)."""
+        counts = np.asarray(counts)
+        if counts.shape != self.matrix.shape:
+            raise ValueError(f"counts {counts.shape} do not match the confusion matrix {self.matrix.shape}")
+        self.matrix += counts.astype(np.int64)
+        return self
+
+    def all_reduce(self) -> "ConfusionMatrix":
+        """Sum :attr:`matrix` over the ``torchrun`` ranks (:func:`wsss.parallel.all_reduce_sum`; a no-op
+        in a single process). Every rank must call it."""
+        from wsss.parallel import all_reduce_sum
+
+        self.matrix = np.asarray(all_reduce_sum(self.matrix), dtype=np.int64)
+        return self
+
+    def compute(self) -> dict:
+        """:func:`region_summary` of the matrix: ``{"iou", "miou", "pixel_accuracy", "pixels"}``; with a
+        stack, the same keys hold ``T×K``, ``T``, ``T`` and ``T`` arrays."""
+        if self.stack is None:
+            return region_summary(self.matrix)
+        parts = [region_summary(m) for m in self.matrix]
+        return {key: np.array([part[key] for part in parts]) for key in ("iou", "miou", "pixel_accuracy", "pixels")}
+
+
+def _numpy(x) -> np.ndarray:
+    """numpy view of an array or a (possibly CUDA) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
 def confusion_matrix(
     gt: np.ndarray,
     pred: np.ndarray,
@@ -49,41 +146,22 @@ def confusion_matrix(
     ignore_index: int = IGNORE_INDEX,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Confusion matrix of one label map pair (add them up over a set).
+    """Confusion matrix of one label map pair: :class:`ConfusionMatrix` counts of that pair alone.
 
     Args:
         gt: H×W integer ground truth, values 0..K-1 or ``ignore_index``.
         pred: H×W integer prediction, values 0..K-1 at every counted pixel.
         num_classes: K.
         ignore_index: ground-truth value of pixels that are not counted.
-        mask: optional H×W bool; only pixels where it is True are counted (e.g. the labelled
-            pixels of a seed map, or the unlabelled pixels of a pseudo-label evaluation).
+        mask: optional H×W bool; only pixels where it is True are counted.
 
     Returns:
         K×K int64, ``C[i, j]`` = number of counted pixels of ground-truth class i predicted j.
 
     Raises:
-        ValueError: shapes differ, or a counted pixel has a ground truth or prediction outside
-            0..K-1 (other than ignored ground truth).
+        ValueError: see :meth:`ConfusionMatrix.update`.
     """
-    gt = np.asarray(gt)
-    pred = np.asarray(pred)
-    if gt.shape != pred.shape:
-        raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
-    keep = gt != ignore_index
-    if mask is not None:
-        if mask.shape != gt.shape:
-            raise ValueError(f"mask {mask.shape} and ground truth {gt.shape} differ in shape")
-        keep &= mask.astype(bool)
-    g = gt[keep].astype(np.int64)
-    p = pred[keep].astype(np.int64)
-    if g.size and (g.min() < 0 or g.max() >= num_classes):
-        raise ValueError(f"ground truth values outside 0..{num_classes - 1} and {ignore_index}")
-    if p.size and (p.min() < 0 or p.max() >= num_classes):
-        bad = np.unique(p[(p < 0) | (p >= num_classes)])[:5].tolist()
-        raise ValueError(f"prediction values {bad} outside 0..{num_classes - 1} at labelled ground-truth pixels")
-    counts = np.bincount(g * num_classes + p, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).astype(np.int64)
+    return ConfusionMatrix(num_classes, ignore_index=ignore_index).update(gt, pred, mask).matrix
 
 
 def iou_per_class(conf: np.ndarray) -> np.ndarray:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsss.constants import IGNORE_INDEX
-from wsss.metrics import mean_iou
+from wsss.metrics import ConfusionMatrix
 
 #: 0.00, 0.01, …, 0.59 (cam.md, HFPL code).
 DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(60))
@@ -46,41 +45,53 @@ class SweepResult:
 
 
 class ThresholdSweep:
-    """Accumulates one confusion per threshold over a set of images (streaming).
+    """Accumulates one confusion per threshold over a set of images (streaming), in a stacked
+    :class:`wsss.metrics.ConfusionMatrix` (``T×K×K``).
 
     ``num_classes``: K including background (VOC 21). ``update(cams, classes, gt)`` with ``cams``
-    ``T×H×W`` float, ``classes`` ``T`` label values, ``gt`` ``H×W`` int (255 ignored); ``result()``
-    gives a :class:`SweepResult`. Vectorised over thresholds and pixels.
+    ``T×H×W`` float, ``classes`` ``T`` label values, ``gt`` ``H×W`` int (255 ignored); :meth:`add` and
+    :meth:`all_reduce` combine sweeps made in worker processes and on ``torchrun`` ranks;
+    ``result()`` gives a :class:`SweepResult`. Vectorised over thresholds and pixels.
     """
 
     def __init__(self, num_classes: int, thresholds: Sequence[float] = DEFAULT_THRESHOLDS):
         self.num_classes = int(num_classes)
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
-        self.confusions = np.zeros((len(self.thresholds), self.num_classes, self.num_classes), dtype=np.int64)
+        self.counts = ConfusionMatrix(self.num_classes, stack=len(self.thresholds))
 
-    def update(self, cams: np.ndarray, classes: Sequence[int] | np.ndarray, gt: np.ndarray) -> None:
+    @property
+    def confusions(self) -> np.ndarray:
+        """``T×K×K`` int64, one confusion per threshold."""
+        return self.counts.matrix
+
+    def update(self, cams: np.ndarray, classes: Sequence[int] | np.ndarray, gt: np.ndarray) -> "ThresholdSweep":
         cams = np.asarray(cams, dtype=np.float32)
         classes = np.asarray(classes, dtype=np.int64).reshape(-1)
         gt = np.asarray(gt).astype(np.int64)
         if cams.shape[1:] != gt.shape or cams.shape[0] != classes.size:
             raise ValueError(f"cams {cams.shape}, classes {classes.shape} and gt {gt.shape} do not match")
-        keep = gt != IGNORE_INDEX
-        g = gt[keep]
-        if g.size and (g.min() < 0 or g.max() >= self.num_classes):
-            raise ValueError(f"ground-truth labels must be in 0..{self.num_classes - 1} or 255")
-        k = self.num_classes
         nt = len(self.thresholds)
         if classes.size:
-            top = cams.max(axis=0)[keep]
-            arg = classes[cams.argmax(axis=0)[keep]]
-            pred = np.where(top[None, :] > self.thresholds[:, None].astype(np.float32), arg[None, :], 0)   # T×P
+            top = cams.max(axis=0)
+            arg = classes[cams.argmax(axis=0)]
+            pred = np.where(top[None] > self.thresholds.astype(np.float32)[:, None, None], arg[None], 0)   # T×H×W
         else:
-            pred = np.zeros((nt, g.size), dtype=np.int64)
-        code = (np.arange(nt)[:, None] * k + g[None, :]) * k + pred
-        self.confusions += np.bincount(code.ravel(), minlength=nt * k * k).reshape(nt, k, k)
+            pred = np.zeros((nt, *gt.shape), dtype=np.int64)
+        self.counts.update(gt, pred)
+        return self
+
+    def add(self, confusions: np.ndarray) -> "ThresholdSweep":
+        """Add ``T×K×K`` counts of a sweep over the same thresholds."""
+        self.counts.add(confusions)
+        return self
+
+    def all_reduce(self) -> "ThresholdSweep":
+        """Sum the counts over ``torchrun`` ranks (every rank must call it)."""
+        self.counts.all_reduce()
+        return self
 
     def result(self) -> SweepResult:
-        j = np.array([mean_iou(c) for c in self.confusions], dtype=np.float64)
+        j = np.asarray(self.counts.compute()["miou"], dtype=np.float64)
         best = int(np.nanargmax(j)) if np.isfinite(j).any() else 0
         return SweepResult(self.thresholds.copy(), j, float(self.thresholds[best]), float(j[best]), self.confusions.copy())
 
