@@ -36,6 +36,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from wsss.losses.registry import LossBatch, make_loss
+    from wsss.losses.term import reduce_terms
     from wsss.models import DeepLabV3Plus, ModelConfig
     from wsss.training.toy import _image
     from wsss_cli.train import _parse_pairs
@@ -52,7 +53,6 @@ def main() -> None:
     seed_map = torch.from_numpy(np.stack(seeds)).long().to(device)
     valid = torch.ones(args.batch, args.size, args.size, dtype=torch.bool, device=device)
     batch = LossBatch(image, seed_map, valid)
-    z = valid.sum()
     use_amp = args.amp and device.type == "cuda"
 
     def step(loss) -> float:
@@ -61,7 +61,7 @@ def main() -> None:
         t0 = time.perf_counter()
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(image)
-        total = sum(loss.terms(logits.float(), batch).values()) / z
+        total, _ = reduce_terms(loss.terms(logits.float(), batch))
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

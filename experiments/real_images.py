@@ -23,11 +23,16 @@ the script makes goes under OUT:
 
 Annotations (all generated from the train masks with :mod:`wsss.stages.prepare`, seed ``--seed``):
 
-- ``scribbles``: ``prepare-scribbles`` skeleton scribbles, length ratio 1.0, 3 px wide;
+- ``scribbles``: ``prepare-scribbles`` skeleton scribbles (one per object of at least 0.2 % of the
+  image, 1 px wide on 240×180 frames: the human-like default, ≈ 3 % of the CamVid pixels), length ratio 1.0;
 - ``scribbles-0.3``: the same shortened to the centred 30 % of each scribble;
-- ``clicks``: ``prepare-scribbles --length-ratio 0`` (each scribble shrinks to its middle point,
-  drawn 3 px wide; objects under 16 px get a point) — the papers' "length ratio 0";
-- ``blocks``: ``prepare-blocks`` (32 px blocks, half of them kept with their dense labels).
+- ``clicks``: ``prepare-scribbles --length-ratio 0`` (each scribble shrinks to its middle point) — the
+  papers' "length ratio 0";
+- ``blocks``: ``prepare-blocks`` (32 px blocks, half of them kept with their dense labels; fragments below
+  the object rule's minimum unlabelled).
+
+Every method trains with the same default weights on every annotation: each loss term is its own mean
+(pCE over the seed pixels), so a weight means the same at any seed density.
 
 Methods (``wsss train --loss ...`` with the spec defaults unless ``--tuned``):
 ``full`` (dense masks, the upper bound), ``pce``, ``gridcrf``, ``densecrf``, ``ncut``, ``kernelcut``,
@@ -62,15 +67,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wsss.losses.conversion import DEMO_TUNING
+from wsss.losses.defaults import LR_RL, N_RL
+
 #: The table's methods, in order (see the module docstring).
 METHODS = ("full", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver")
 #: Robustness table: these methods on every annotation.
 ROBUST_METHODS = ("pce", "densecrf", "collision")
 ANNOTATIONS = ("scribbles", "scribbles-0.3", "clicks", "blocks")
 ANNOTATION_HELP = {
-    "scribbles": "prepare-scribbles, length ratio 1.0 (3 px)",
+    "scribbles": "prepare-scribbles, length ratio 1.0 (one per object ≥ 0.2 % of the image)",
     "scribbles-0.3": "prepare-scribbles --length-ratio 0.3",
-    "clicks": "prepare-scribbles --length-ratio 0 (one 3 px click per scribble)",
+    "clicks": "prepare-scribbles --length-ratio 0 (one click per scribble)",
     "blocks": "prepare-blocks (32 px blocks, keep 0.5)",
 }
 TABLES = ("main", "robustness")
@@ -78,13 +86,20 @@ TABLES = ("main", "robustness")
 #: Budgets. ``cpu``: fits a 2-core CPU in ≤ 20 min per run (docs/results.md: 5–6 min for pce-like runs,
 #: 19 min for collision with 10 solver steps and 2 threads);
 #: ``cuda``: one GPU; ``quick``: a smoke test (seconds per run), never a result.
+#: lr of the cpu and quick budgets: the demo search's 0.02 (random-init backbone) under the earlier
+#: shared-Z loss normalization, converted to pCE as a mean over the seed pixels at that run's counts
+#: (× 972.92 seeds / 31549.36 valid pixels per batch = 6.17e-4; wsss.losses.conversion.DEMO_TUNING).
+CPU_LR = DEMO_TUNING.lr(0.02)
+#: lr of the cuda budget: rloss's 0.007 in the toolkit's form (its total is divided by its batch 12 once
+#: more): 0.007 / 12 = 5.8e-4 (docs/methods.md §3.3).
+CUDA_LR = LR_RL / N_RL
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(backbone="mobilenet_v2", width_mult=0.5, head_channels=64, crop_size=128, batch_size=8,
-                epochs=30, lr=0.02, budget_minutes=20.0, solver_steps=10, limit_train=None, limit_val=None),
+                epochs=30, lr=CPU_LR, budget_minutes=20.0, solver_steps=10, limit_train=None, limit_val=None),
     "cuda": dict(backbone="resnet50", width_mult=1.0, head_channels=256, crop_size=240, batch_size=12,
-                 epochs=60, lr=0.007, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
+                 epochs=60, lr=CUDA_LR, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
     "quick": dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,
-                  epochs=1, lr=0.02, budget_minutes=2.0, solver_steps=5, limit_train=6, limit_val=3),
+                  epochs=1, lr=CPU_LR, budget_minutes=2.0, solver_steps=5, limit_train=6, limit_val=3),
 }
 QUICK_METHODS = ("pce", "collision")
 
@@ -95,12 +110,13 @@ CRF_BI_SXY = 50.0
 CRF_BI_COMPAT = 5.0
 
 
-#: Methods with a regularizer weight: searched by ``--search-grid main``, scaled by ``--weight-scaling``.
+#: Methods with a regularizer weight: searched by ``--search-grid main``.
 WEIGHTED_METHODS = ("gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard")
 
 
 def default_weights(method: str) -> dict[str, float]:
-    """The toolkit's default regularizer weights of ``method`` (what ``--weight-scaling`` scales)."""
+    """The toolkit's default regularizer weights of ``method`` (the same for every annotation: each loss
+    term is its own mean, docs/methods.md §2)."""
     from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
     from wsss.potts.solver import SolverConfig
 
@@ -160,32 +176,6 @@ def search_grids() -> dict[str, dict[str, dict[str, list[float]]]]:
 
 
 
-def seed_density_factor(density: float, reference: float) -> float:
-    """``min(1, density / reference)``: the factor on the regularizer weights of an annotation with
-    labelled-pixel fraction ``density`` when the weights were chosen at ``reference`` (full scribbles).
-
-    Every term of the network loss is a batch sum over the same ``Z`` (spec/notation.md), so the pCE term
-    scales with the number of seeds while the regularizers do not: weights chosen on full scribbles are
-    ``reference / density`` times too strong on clicks (docs/results.md, the clicks collapse). Scaling them
-    by the density ratio keeps the pCE-to-regularizer balance of the reference annotation (the balance
-    rloss's mean-over-seeds pCE keeps implicitly). Denser annotations (blocks) keep the defaults: the
-    factor is capped at 1.
-    """
-    if not (density > 0 and reference > 0):
-        raise ValueError(f"seed densities must be positive (got {density}, {reference})")
-    return min(1.0, density / reference)
-
-
-def scaled_weights(method: str, factor: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``overrides`` with the regularizer weights of ``method`` (the overrides' or the defaults) × ``factor``.
-    For self-labeling both η and λ are scaled: the network sees pCE against η·CE(y, σ), and the solver
-    (whose energy is η·CE + λ·Potts) keeps its λ/η ratio, i.e. the same pseudo-labels."""
-    out = dict(overrides or {})
-    if factor == 1.0:
-        return out
-    for name, value in default_weights(method).items():
-        out[name] = float(out.get(name, value)) * factor
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +264,6 @@ class Settings:
     crf_bi_sxy: float
     crf_bi_compat: float
     tuned: bool
-    weight_scaling: str
 
     def schedule(self) -> dict[str, Any]:
         """What every training run shares (the table header)."""
@@ -294,7 +283,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             p[key] = value
     return Settings(data=Path(args.data), out=Path(args.out), device=args.device, preset=preset, seed=args.seed,
                     workers=args.workers, crf_bi_sxy=args.crf_bi_sxy, crf_bi_compat=args.crf_bi_compat,
-                    tuned=args.tuned, weight_scaling=args.weight_scaling, **p)
+                    tuned=args.tuned, **p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,17 +336,6 @@ def prepare_seeds(s: Settings, data: Path, annotation: str) -> Path:
         ratio = {"scribbles": 1.0, "scribbles-0.3": 0.3, "clicks": 0.0}[annotation]
         prepare.run_scribbles(data, path, length_ratio=ratio, **common)
     return path
-
-
-def seed_density(path: Path) -> float:
-    """Labelled pixels / all pixels of a seeds artifact (its ``stats``, written by the prepare stage)."""
-    from wsss.artifacts import Artifact
-
-    with Artifact(path, kind="seeds") as art:
-        stats = art.json_attr("stats") or {}
-    if not stats.get("pixels"):
-        raise SystemExit(f"{path}: no seed statistics; delete it so that it is prepared again.")
-    return stats["labelled_pixels"] / stats["pixels"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,17 +694,6 @@ def robustness_table(rows: list[dict[str, Any]], annotations: list[str]) -> str:
     return "\n".join(lines)
 
 
-def weight_scaling_note(s: Settings, factors: dict[str, dict[str, float]], methods: list[str]) -> str:
-    """The robustness table's line on ``--weight-scaling`` (empty when nothing was scaled)."""
-    scaled = [m for m in ROBUST_METHODS if m in WEIGHTED_METHODS and m in methods]
-    if s.weight_scaling != "seed-density" or not factors or not scaled:
-        return ""
-    parts = [f"{a} ×{f['factor']:.3g} (seeds {100 * f['seed_density']:.2f} % of the pixels)" for a, f in factors.items()]
-    reference = next(iter(factors.values()))["reference_density"]
-    return (f"\n\nWeights of {', '.join(scaled)} scaled by the seed density (`--weight-scaling seed-density`, "
-            f"factor min(1, density / {100 * reference:.2f} % of full scribbles)): " + "; ".join(parts) + ".")
-
-
 def update_doc(doc: Path, blocks: dict[str, str]) -> None:
     """Replace the text between ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->``."""
     text = doc.read_text()
@@ -777,25 +744,9 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
     cells = plan(s, methods, annotations, tables)
     log(f"{len(cells)} table cells; budget {s.preset}: {json.dumps(s.schedule())}")
     rows: dict[str, list[dict[str, Any]]] = {"main": [], "robustness": []}
-    factors: dict[str, dict[str, float]] = {}  # annotation → seed density, factor
-
-    def weight_factor(annotation: str) -> float:
-        if annotation not in factors:
-            paths = {a: s.out / "seeds" / f"{a}.h5" for a in ("scribbles", annotation)}
-            if not report_only:
-                paths = {a: prepare_seeds(s, data, a) for a in paths}
-            if not all(p.exists() for p in paths.values()):
-                return 1.0
-            density, reference = seed_density(paths[annotation]), seed_density(paths["scribbles"])
-            factors[annotation] = {"seed_density": density, "reference_density": reference,
-                                   "factor": seed_density_factor(density, reference)}
-        return factors[annotation]["factor"]
 
     for table, method, annotation in cells:
         over = overrides.get(method) if method in overrides else None
-        if (table == "robustness" and s.weight_scaling == "seed-density" and method in WEIGHTED_METHODS
-                and annotation != "scribbles"):
-            over = scaled_weights(method, weight_factor(annotation), over) or None
         if report_only:  # tables from the finished cells only; nothing is trained or evaluated
             run_dir = runs / f"{method}@{annotation}"
             cell = run_dir / "cell.json"
@@ -816,7 +767,6 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
         "schedule": s.schedule(), "machine": info, "wall_seconds_this_call": wall, "units": "fractions in [0, 1]",
         "annotations": {a: ANNOTATION_HELP[a] for a in annotations},
         "main": rows["main"], "robustness": rows["robustness"],
-        "weight_scaling": {"mode": s.weight_scaling, "annotations": factors},
         "command": " ".join(sys.argv),
     }
     write_json(s.out / "results.json", result)
@@ -825,7 +775,7 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
         "\n\nmIoU, F and per-class IoU in %, on val (`solver`: its pseudo-labels on train). `train time`: of "
         "`proposals` including its pce run; of `solver` the solve time."
     )
-    robust_md = head + "\n\n" + robustness_table(robust_rows, annotations) + weight_scaling_note(s, factors, methods)
+    robust_md = head + "\n\n" + robustness_table(robust_rows, annotations)
     md = (f"# Real-image results ({s.data.name})\n\nCommand: `{' '.join(sys.argv)}`\n\nWall time of this call: "
           f"{duration(wall)}.\n\n## Main table: full scribbles\n\n{main_md}\n\n## Robustness: scribble length, clicks, blocks\n\n"
           f"{robust_md}\n")
@@ -989,10 +939,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="rebuild the tables from the finished cells in OUT without training anything (unfinished: 'not yet run'); "
                     "with --search: the --search-grid table from OUT/search.json")
     ap.add_argument("--tuned", action="store_true", help="use the values chosen by --search (OUT/search.json), runs in OUT/runs-tuned")
-    ap.add_argument("--weight-scaling", default="seed-density", choices=("seed-density", "none"),
-                    help="robustness table: scale the regularizer weights (λ; η and λ of self-labeling) of every "
-                    "annotation but full scribbles by min(1, its seed density / that of full scribbles), keeping the "
-                    "pCE-to-regularizer balance the defaults were chosen at (default); none: the defaults everywhere")
     ap.add_argument("--update-doc", type=Path, help="also write the tables between the markers of this Markdown file (docs/results.md)")
     return ap.parse_args(argv)
 

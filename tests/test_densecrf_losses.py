@@ -165,6 +165,8 @@ def test_edge_cases_finite():
 
 
 def test_default_weight_formula():
-    expect = 2e-9 * (0.56 / D.C_TK) * (0.5 / 0.5) ** 4 * 6.7e4
+    # rloss's calibration: λ = N_rl · w · (c_rl / c_tk) · (s_rl / s_tk)⁴ with N_rl 12, w 2e-9, c_rl 0.56, scale 0.5
+    expect = 12 * 2e-9 * (0.56 / D.C_TK) * (0.5 / 0.5) ** 4
     assert math.isclose(D.DENSECRF_WEIGHT, expect)
-    assert 7e-5 < D.DENSECRF_WEIGHT < 8.5e-5
+    assert D.C_TK == 0.968 and math.isclose(D.DENSECRF_WEIGHT, 1.3884e-8, rel_tol=1e-4)
+    assert math.isclose(D.LR_RL / D.N_RL, 5.833e-4, rel_tol=1e-3)

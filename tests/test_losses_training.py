@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsss.losses.gridcrf import gridcrf_sum
+from wsss.losses.gridcrf import gridcrf_sum, gridcrf_term
+from wsss.losses.term import reduce_terms
 from wsss.losses.partial_ce import partial_ce_sum, soft_ce_sum
 from wsss.losses.registry import LOSS_NAMES, LossBatch, make_loss
 from wsss.models import DeepLabV3Plus, ModelConfig
@@ -56,7 +57,7 @@ def test_gridcrf_matches_brute_force_pairs(kind, relaxation):
     valid[1, 2, 3] = False
     s = 9.0
     offsets = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if kind == "nn8" else [])
-    total = 0.0
+    total, pairs = 0.0, 0
     for bi in range(b):
         for y in range(h):
             for x in range(w):
@@ -73,8 +74,12 @@ def test_gridcrf_matches_brute_force_pairs(kind, relaxation):
                     else:
                         p = -math.log(float(a @ c) / float(a.norm() * c.norm()))
                     total += wt * p
+                    pairs += 1
     got = gridcrf_sum(probs, image, valid, relaxation, kind, s)
     assert abs(float(got) - total) < 1e-9 * max(1.0, total)
+    # the term's reduction: the mean over the valid pairs
+    term = gridcrf_term(probs, image, valid, relaxation, kind, s)
+    assert term.count.item() == pairs and abs(float(term.value()) - total / pairs) < 1e-9 * max(1.0, total)
 
 
 def test_self_labeling_calls_solver_with_options_and_stops_gradient(monkeypatch):
@@ -102,15 +107,19 @@ def test_self_labeling_calls_solver_with_options_and_stops_gradient(monkeypatch)
     assert torch.equal(call["seeds"], seeds) and torch.equal(call["valid"], valid)
     y = loss.last_pseudo_labels
     assert not y.requires_grad and y.grad_fn is None
-    grad = torch.autograd.grad(terms["sl"], logits)[0]
-    # independent reference: η Σ_{V∖S} −ln Σ_k y^k σ^k with y a constant copy
+    grad = torch.autograd.grad(terms["sl"].total, logits)[0]
+    # independent reference: η_net Σ_{V∖S} −ln Σ_k y^k σ^k with y a constant copy, over |V∖S|
+    from wsss.losses.registry import SL_WEIGHT_PER_ETA
+
+    assert loss.weight == pytest.approx(0.7 * SL_WEIGHT_PER_ETA)
     ref_logits = logits.detach().clone().requires_grad_(True)
     target = fixed.detach().clone()
     unl = (seeds == 255) & valid
-    ref = 0.7 * (-torch.log((target * torch.softmax(ref_logits, 1)).sum(1)))[unl].sum()
+    ref = loss.weight * (-torch.log((target * torch.softmax(ref_logits, 1)).sum(1)))[unl].sum()
     ref.backward()
-    torch.testing.assert_close(grad, ref_logits.grad, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(terms["sl"], ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_logits.grad, rtol=1e-5, atol=1e-7 * loss.weight)
+    torch.testing.assert_close(terms["sl"].total, ref.detach(), rtol=1e-5, atol=1e-5)
+    assert terms["sl"].count.item() == unl.sum().item()
     assert fixed.grad is None
     # hard self-labeling: one-hot targets
     hard = make_loss("collision", {"solver": solver, "hard": True})
@@ -144,15 +153,14 @@ def _train_steps(name, options, steps=6, seed=0):
         probs = 0.8 * F.one_hot(mask, 3).permute(0, 3, 1, 2).float() + 0.2 / 3
         labels = mask
     batch = LossBatch(image, labels, valid, probs)
-    z = valid.sum()
     history = []
     for _ in range(steps):
         terms = loss.terms(model(image), batch)
-        total = sum(terms.values()) / z
+        total, _ = reduce_terms(terms)
         opt.zero_grad()
         total.backward()
         opt.step()
-        history.append(float(total))
+        history.append(float(total.detach()))
     return history, terms
 
 
@@ -177,8 +185,8 @@ def test_every_loss_trains(name, options):
     assert min(history[-2:]) < history[0], history
     expected = {"pce": {"pce"}, "full": {"ce"}, "pseudo": {"ce"}, "collision": {"pce", "sl"}}.get(name, {"pce", "crf"})
     assert set(terms) == expected
-    for value in terms.values():
-        assert value.dim() == 0 and torch.isfinite(value)
+    for term in terms.values():
+        assert term.total.dim() == 0 and torch.isfinite(term.total) and term.count.item() > 0
 
 
 def test_registry_covers_the_cli_names():

@@ -147,54 +147,20 @@ def test_quick_search_records_choice(script, demo_root, tmp_path, capsys):
     assert cfg["loss"]["lam"] == best["value"]
 
 
-def test_seed_density_weight_scaling(script):
-    """Weights are scaled by min(1, density / reference); self-labeling scales η and λ together."""
-    from wsss.losses.registry import GRIDCRF_LAMBDA, default_dense_weight
-    from wsss.potts.solver import SolverConfig
-
-    assert script.seed_density_factor(0.009, 0.117) == pytest.approx(0.009 / 0.117)
-    assert script.seed_density_factor(0.5, 0.117) == 1.0  # denser annotations keep the defaults
-    with pytest.raises(ValueError):
-        script.seed_density_factor(0.0, 0.1)
-    f = 0.25
-    coll = script.scaled_weights("collision", f)
-    assert coll == {"lam": pytest.approx(SolverConfig.lam * f), "eta": pytest.approx(SolverConfig.eta * f)}
-    assert coll["lam"] / coll["eta"] == pytest.approx(SolverConfig.lam / SolverConfig.eta)  # same pseudo-labels
-    assert script.scaled_weights("densecrf", f) == {"lam": pytest.approx(default_dense_weight("densecrf") * f)}
-    assert script.scaled_weights("gridcrf", f, {"bandwidth": 5.0}) == {"bandwidth": 5.0, "lam": pytest.approx(GRIDCRF_LAMBDA * f)}
-    assert script.scaled_weights("gridcrf", f, {"lam": 2.0}) == {"lam": pytest.approx(0.5)}  # tuned values are scaled
-    assert script.scaled_weights("pce", f) == {}
-    assert script.scaled_weights("densecrf", 1.0, {"sigma_rgb": 8.0}) == {"sigma_rgb": 8.0}
-
-
-def test_robustness_cell_trains_with_scaled_weights(script, demo_root, tmp_path, capsys):
-    """A clicks cell of the robustness table trains densecrf with λ × (click density / scribble density),
-    read from the prepared seeds; the table says so; --weight-scaling none keeps the default."""
+def test_robustness_cell_trains_with_the_default_weights(script, demo_root, tmp_path, capsys):
+    """A clicks cell of the robustness table trains densecrf with the same default λ as full scribbles:
+    every loss term is its own mean, so no per-density weight scaling exists any more."""
     from wsss.losses.registry import default_dense_weight
 
     out = tmp_path / "out"
     small = ["--quick", "--tables", "robustness", "--annotations", "clicks", "--methods", "densecrf",
              "--limit-train", "4", "--limit-val", "2"]
     _run(script, capsys, demo_root, out, *small)
-    density = {a: script.seed_density(out / "seeds" / f"{a}.h5") for a in ("scribbles", "clicks")}
-    assert 0 < density["clicks"] < density["scribbles"]
-    from wsss.artifacts import Artifact
-
-    for a, d in density.items():  # the stored statistics against a brute-force count of the label maps
-        with Artifact(out / "seeds" / f"{a}.h5", kind="seeds") as art:
-            labels = [art.read(i, "label") for i in art.ids]
-        assert d == pytest.approx(sum(int((x != 255).sum()) for x in labels) / sum(x.size for x in labels))
-    factor = density["clicks"] / density["scribbles"]
     cfg = json.loads((out / "runs" / "densecrf@clicks" / "train" / "config.json").read_text())
-    assert cfg["loss"]["lam"] == pytest.approx(default_dense_weight("densecrf") * factor)
-    result = json.loads((out / "results.json").read_text())
-    assert result["weight_scaling"]["annotations"]["clicks"]["factor"] == pytest.approx(factor)
-    assert result["robustness"][0]["overrides"] == {"lam": pytest.approx(cfg["loss"]["lam"])}
-    assert f"clicks ×{factor:.3g}" in (out / "results.md").read_text()
-
-    _run(script, capsys, demo_root, tmp_path / "plain", *small, "--weight-scaling", "none")
-    cfg = json.loads((tmp_path / "plain" / "runs" / "densecrf@clicks" / "train" / "config.json").read_text())
     assert cfg["loss"]["lam"] == pytest.approx(default_dense_weight("densecrf"))
+    result = json.loads((out / "results.json").read_text())
+    assert result["robustness"][0]["overrides"] == {} and "weight_scaling" not in result
+    assert not hasattr(script, "scaled_weights") and "weight-scaling" not in (out / "results.md").read_text()
 
 
 def test_search_choice_keeps_the_default_within_the_margin(script):

@@ -23,6 +23,24 @@ LOSS_HELP = (
 )
 
 
+def _defaults_help() -> tuple[str, str]:
+    from wsss.losses.defaults import DENSECRF_WEIGHT, GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, SL_WEIGHT_PER_ETA
+
+    lam = (f"Weight λ of the regularizer; each term is a mean (pCE over the seed pixels, gridcrf over valid pairs, "
+           f"densecrf/ncut/kernelcut over the batch's images as rloss), so one λ serves scribbles, clicks and blocks "
+           f"[gridcrf: {GRIDCRF_LAMBDA:.4g} (demo search, converted to the per-pair mean); densecrf: {DENSECRF_WEIGHT:.4g} "
+           f"(rloss's recommended weight 2e-9 × its batch 12, lattice-scale corrected); ncut: {NCUT_WEIGHT:.4g}, kernelcut: "
+           f"{KERNELCUT_WEIGHT:.4g} (CamVid search, converted); collision: the solver's Potts weight, 60 (demo search, "
+           f"sum energy); CHANGELOG and docs/results.md].")
+    eta = (f"collision: weight η of CE(y,σ) in the solver's sum energy [0.3: the summary's value, confirmed on the demo "
+           f"data against 0.1 and 1.0]; the network step weights the mean of CE(y,σ) over unlabelled pixels by "
+           f"η × {SL_WEIGHT_PER_ETA:.4g} (the demo setting converted).")
+    return lam, eta
+
+
+_LAMBDA_HELP, _ETA_HELP = _defaults_help()
+
+
 def _parse_pairs(values: List[str], option: str) -> dict[str, Any]:
     """KEY=VALUE strings → dict; values parsed as int, float, true/false/none or kept as strings."""
     out: dict[str, Any] = {}
@@ -126,8 +144,8 @@ def register(app: typer.Typer) -> None:
         scale_max: float = typer.Option(2.0, "--scale-max", help="Random scale upper bound [2.0]."),
         flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flip."),
         # loss options
-        lam: Optional[float] = typer.Option(None, "--lambda", help="Weight λ of the regularizer [gridcrf: 0.5, collision: 60 (demo data, kept by the CamVid search); densecrf: ≈7.75e-5, the spec's calibration to rloss (kept by the CamVid search); kernelcut: ⅓ of that, ncut: 1500 (CamVid search); docs/results.md]."),
-        eta: Optional[float] = typer.Option(None, "--eta", help="collision: weight η of CE(y,σ) in solver and network step [0.3: the summary's value, confirmed on the demo data against 0.1 and 1.0]."),
+        lam: Optional[float] = typer.Option(None, "--lambda", help=_LAMBDA_HELP),
+        eta: Optional[float] = typer.Option(None, "--eta", help=_ETA_HELP),
         relaxation: Optional[str] = typer.Option(None, "--relaxation", help="Potts relaxation (gridcrf, collision) [collision-divergence]."),
         ce: Optional[str] = typer.Option(None, "--ce", help="collision: CE term standard, reverse, collision [collision]."),
         neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="nn4 (paper) or nn8; dn for collision with bilinear/quadratic [nn4]."),

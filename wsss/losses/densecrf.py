@@ -1,13 +1,13 @@
 """DenseCRF, normalized-cut and kernel-cut regularized losses (Tang et al., ECCV 2018).
 
-Spec: ../shared/spec/regularized-losses.md (formulas (4), (5), (6), (11), (12)); notation.md.
+Formulas: the paper's (4), (5), (6), gradients (11), (12).
 
 All three take the softmax output ``probs`` (``B×K×H×W``), the image (``B×3×H×W`` float RGB 0–255) and
-an optional validity mask (``B×1×H×W`` bool, False on crop padding), and return a **sum-form** value:
-the sum over the images of the batch of the per-image regularizer (``reduction="sum"``, a 0-d tensor)
-or the per-image values (``reduction="none"``, shape ``B``). They are *not* normalized: the training loop
-divides the whole loss (pCE + λ·R) by ``Z`` = number of valid pixels in the batch (notation.md), and
-multiplies R by its weight λ (defaults below).
+an optional validity mask (``B×1×H×W`` bool, False on crop padding), and return the per-image regularizer
+R_b (a sum over the valid pixels at the loss's ``scale``) summed over the images of the batch
+(``reduction="sum"``, a 0-d tensor) or per image (``reduction="none"``, shape ``B``). Reduction in training
+(rloss's convention, :mod:`wsss.losses.term`): λ times the **mean over the batch's images** of R_b, beside
+pCE as the mean over the seed pixels (:class:`wsss.losses.registry.DenseCRFFamily`).
 
 Resolution (``scale``, default 0.5, as rloss's recommended setting): the image is down-scaled by nearest
 neighbour, ``probs`` bilinearly (``align_corners=False``), the mask by nearest neighbour, and the filter
@@ -16,20 +16,23 @@ value scales ≈ ``scale⁴``: re-tune λ when changing ``scale``.
 
 Paths: ``exact=False`` (default) uses the permutohedral :class:`~wsss.filters.BilateralFilter`;
 ``exact=True`` the O(N²) :class:`~wsss.filters.DenseGaussianFilter` (tests, small images). The DenseCRF
-term's backward on the fast path is ``-2 F(S)`` (spec (11), as rloss), which differs from the true
+term's backward on the fast path is ``-2 F(S)`` (eq. (11), as rloss), which differs from the true
 gradient ``d - 2 F(S)`` by the per-pixel constant ``d_p = (F 1)_p``, the same for every class, so it
 vanishes through the softmax; the exact path uses plain autograd (true gradient). The normalized-cut
-term uses autograd on both paths: both filters are symmetric, so it equals spec (12).
+term uses autograd on both paths: both filters are symmetric, so it equals eq. (12).
 
-Default weight of the DenseCRF loss (spec, "Bilateral filter accuracy and the default weight")::
+Default weight of the DenseCRF loss, calibrated to the effective strength of rloss's recommended setting
+(w = 2e-9, scale 0.5, σ_rgb 15, σ_xy 100, batch N_rl = 12, lr 0.007). rloss's total is
+``(pCE_mean + w Σ_n R_n) / N = (pCE_mean + N·w·mean_n R_n) / N``, so in the toolkit's form
+``pCE_mean + λ·mean_n R_n`` the weight is ``N·w`` and the lr ``lr_rl / N``; only the lattice scale and the
+``scale`` differ::
 
-    λ_tk = w · (c_rl / c_tk) · (s_rl / s_tk)⁴ · n̄_S
-         = 2e-9 · (0.56 / c_tk) · (0.5 / 0.5)⁴ · 6.7e4 = 7.5e-5 / c_tk
+    λ_tk = N_rl · w · (c_rl / c_tk) · (s_rl / s_tk)⁴
+         = 12 · 2e-9 · (0.56 / 0.968) · (0.5 / 0.5)⁴ = 1.388e-8,     lr_tk = lr_rl / N_rl = 0.007 / 12 = 5.8e-4
 
-with ``c_tk`` = :data:`C_TK` = 0.968 (so λ_tk ≈ 7.75e-5) the fitted scale of our lattice filter at σ_rgb 15, σ_xy 50 on CamVid
-frames (``benchmarks/bilateral.py --calibrate``; the lattice is normalized so that ``c_tk ≈ 1``). The
-matching network lr is ``lr_rl · Z̄ / (N · n̄_S) = 0.007 · 2.25e6 / (12 · 6.7e4) ≈ 0.0196`` (Z̄ ≈ 12 VOC
-images of ≈ 500×375 valid pixels). See docs/bilateral.md.
+with ``c_rl`` = :data:`C_RL` = 0.56 the fitted scale of rloss's lattice and ``c_tk`` = :data:`C_TK` = 0.968 that
+of ours, both at σ_rgb 15, σ_xy 50 on CamVid frames (``benchmarks/bilateral.py --calibrate``). The matching
+lr 5.8e-4 is close to the self-labeling paper's 0.0007, the ``wsss train`` default. See docs/bilateral.md.
 """
 
 from __future__ import annotations
@@ -52,26 +55,25 @@ __all__ = [
     "DENSECRF_SCALE",
     "C_RL",
     "C_TK",
-    "N_SEEDS_RL",
+    "N_RL",
+    "LR_RL",
     "DENSECRF_WEIGHT",
     "NCUT_EPS",
     "KERNELCUT_GAMMA",
 ]
 
-#: rloss recommended setting (spec): σ_rgb 15, σ_xy 100, scale 0.5.
-DENSECRF_SIGMA_RGB = 15.0
-DENSECRF_SIGMA_XY = 100.0
-DENSECRF_SCALE = 0.5
-#: fitted scale of the rloss lattice at σ_rgb 15 / σ_xy 50 (spec, mean of three CamVid frames).
-C_RL = 0.56
-#: fitted scale of our BilateralFilter, same measurement (benchmarks/bilateral.py --calibrate): three
-#: CamVid train frames 240×180 (0001TP_006690, 0006R0_f02730, 0016E5_04740): 0.999, 0.943, 0.962.
-C_TK = 0.968
-#: n̄_S, mean number of seed pixels in an rloss batch (spec estimate 12 · 0.03 · 187 500).
-N_SEEDS_RL = 6.7e4
-#: λ_tk = w · (c_rl / c_tk) · (s_rl / s_tk)⁴ · n̄_S with w = 2e-9, s_rl = s_tk = 0.5.
-DENSECRF_WEIGHT = 2e-9 * (C_RL / C_TK) * (0.5 / DENSECRF_SCALE) ** 4 * N_SEEDS_RL
-#: floor of the normalized-cut denominator dᵀS^k (absent classes), spec (5).
+from wsss.losses.defaults import (  # noqa: E402  (the defaults' one home, torch-free for the CLI)
+    C_RL,
+    C_TK,
+    DENSECRF_SCALE,
+    DENSECRF_SIGMA_RGB,
+    DENSECRF_SIGMA_XY,
+    DENSECRF_WEIGHT,
+    LR_RL,
+    N_RL,
+)
+
+#: floor of the normalized-cut denominator dᵀS^k (absent classes), eq. (5).
 NCUT_EPS = 1e-6
 #: kernel-cut γ: not given by the paper (tuned there on validation); 1.0 is an untuned placeholder.
 KERNELCUT_GAMMA = 1.0
@@ -83,7 +85,7 @@ def downscale_inputs(
     valid: Optional[torch.Tensor],
     scale: float,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Resize to the loss resolution as rloss does (spec, "scale").
+    """Resize to the loss resolution as rloss does (its "scale").
 
     Args:
         probs: ``B×K×H×W`` float (softmax output).
@@ -121,7 +123,7 @@ def _make_filter(image, valid, sigma_xy, sigma_rgb, exclude_self, exact) -> Gaus
 
 
 class _CRFFast(torch.autograd.Function):
-    """Per-image ``R_b = Σ_k S^kᵀ(d - F S^k)`` with the rloss backward ``-2 F(S)`` (spec (11))."""
+    """Per-image ``R_b = Σ_k S^kᵀ(d - F S^k)`` with the rloss backward ``-2 F(S)`` (eq. (11))."""
 
     @staticmethod
     def forward(ctx, s: torch.Tensor, filt: GaussianFilterBase) -> torch.Tensor:  # type: ignore[override]
@@ -173,7 +175,7 @@ def densecrf_loss(
     exact: bool = False,
     reduction: str = "sum",
 ) -> torch.Tensor:
-    """DenseCRF loss ``R_CRF(S) = Σ_k S^kᵀ W (1 - S^k)`` (spec (4)), sum form.
+    """DenseCRF loss ``R_CRF(S) = Σ_k S^kᵀ W (1 - S^k)`` (eq. (4)), sum form.
 
     Args:
         probs: ``B×K×H×W`` float32/float64 softmax output (rows on the simplex).
@@ -182,15 +184,14 @@ def densecrf_loss(
             with an invalid endpoint too; unlabeled (255) pixels are *included*.
         sigma_rgb, sigma_xy: bandwidths at full resolution (defaults 15 / 100, rloss recommended).
         scale: loss resolution factor (default 0.5); the filter uses ``sigma_xy·scale``.
-        exclude_self: ``W_pp = 0`` instead of 1 (spec option).
+        exclude_self: ``W_pp = 0`` instead of 1 (option).
         exact: use the exact O(N²) filter (autograd gradient) instead of the lattice (rloss backward
             ``-2 F(S)``).
         reduction: ``"sum"`` (0-d, sum over images) or ``"none"`` (``B``).
 
     Returns:
-        Sum-form value, dtype of ``probs``. Not divided by anything: the caller divides the total
-        loss by ``Z`` = number of valid pixels in the batch and weights this term by
-        :data:`DENSECRF_WEIGHT` (λ_tk ≈ 7.5e-5 at the defaults).
+        Per-image sums R_b (summed over images for ``"sum"``), dtype of ``probs``. Reduction in training:
+        :data:`DENSECRF_WEIGHT` (λ_tk ≈ 1.39e-8 at the defaults) × the mean of R_b over the batch's images.
     """
     s, img, vm = downscale_inputs(probs, image, valid, scale)
     filt = _make_filter(img, vm, sigma_xy * scale, sigma_rgb, exclude_self, exact)
@@ -210,13 +211,14 @@ def ncut_loss(
     eps: float = NCUT_EPS,
     reduction: str = "sum",
 ) -> torch.Tensor:
-    """Normalized-cut loss ``R_NC = Σ_k S^kᵀ Ŵ (1 - S^k) / max(dᵀS^k, eps)``, ``d = Ŵ 1`` (spec (5)).
+    """Normalized-cut loss ``R_NC = Σ_k S^kᵀ Ŵ (1 - S^k) / max(dᵀS^k, eps)``, ``d = Ŵ 1`` (eq. (5)).
 
     Arguments as :func:`densecrf_loss` (here the bandwidths are those of ``Ŵ``; the paper tunes them,
     the defaults are rloss's DenseCRF ones, untuned for ncut). ``eps`` floors the denominator for
     absent classes. Value per image lies in ``[0, K]`` and is invariant to the filter's global scale.
-    Gradient by autograd (equals spec (12) for a symmetric filter). Returns the sum-form value
-    (``reduction="sum"``: 0-d; ``"none"``: ``B``); the caller divides by ``Z``.
+    Gradient by autograd (equals the paper's (12) for a symmetric filter). Returns the per-image sums
+    (``reduction="sum"``: their sum, 0-d; ``"none"``: ``B``); reduced in training to λ × their mean over
+    the batch's images.
     """
     s, img, vm = downscale_inputs(probs, image, valid, scale)
     filt = _make_filter(img, vm, sigma_xy * scale, sigma_rgb, exclude_self, exact)
@@ -239,11 +241,12 @@ def kernelcut_loss(
     eps: float = NCUT_EPS,
     reduction: str = "sum",
 ) -> torch.Tensor:
-    """Kernel-cut loss ``R_KC = R_CRF(W) + γ·R_NC(Ŵ)`` (spec (6)), sum form; gradient spec (12).
+    """Kernel-cut loss ``R_KC = R_CRF(W) + γ·R_NC(Ŵ)`` (eq. (6)), sum form; gradient eq. (12).
 
     Arguments as :func:`densecrf_loss`, plus ``gamma`` (γ; :data:`KERNELCUT_GAMMA`, untuned) and the
     bandwidths of ``Ŵ`` (``ncut_sigma_*``; None = same as ``W``, then one filter serves both terms).
-    Returns the sum-form value (0-d or ``B``); the caller weights it and divides by ``Z``.
+    Returns the per-image sums (their sum, 0-d, or ``B``); reduced in training to λ × their mean over
+    the batch's images.
     """
     s, img, vm = downscale_inputs(probs, image, valid, scale)
     filt = _make_filter(img, vm, sigma_xy * scale, sigma_rgb, exclude_self, exact)

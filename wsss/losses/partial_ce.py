@@ -1,8 +1,9 @@
-"""Partial cross-entropy on seeds, dense CE and soft-target CE, in sum form.
+"""Partial cross-entropy on seeds, dense CE and soft-target CE.
 
-Normalization (notation.md): every function returns the **batch sum** over pixels; the training loop
-divides the whole loss by the shared ``Z`` = number of valid pixels in the batch. With dense masks
-(``S = Ω``) ``partial_ce_sum / Z`` is the usual mean cross-entropy.
+Reductions (:mod:`wsss.losses.term`): :func:`partial_ce_term` is the **mean over the labelled valid
+pixels** of the batch (PyTorch's mean CE with ``ignore_index=255``, as the rloss code computes pCE; 0 for a
+batch without seeds; with dense masks the usual mean CE over the non-void pixels); :func:`soft_ce_term` is
+the mean over the pixels of its mask. The ``*_sum`` functions are the sums these terms divide.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.constants import IGNORE_INDEX
+from wsss.losses.term import Term
 
 
 def masked_labels(labels: Tensor, valid: Tensor | None) -> Tensor:
@@ -50,3 +52,19 @@ def soft_ce_sum(logits: Tensor, probs: Tensor, mask: Tensor) -> Tensor:
     logp = F.log_softmax(logits.float(), dim=1)
     per_pixel = -(probs.detach().float() * logp).sum(1)
     return (per_pixel * mask.float()).sum()
+
+
+def partial_ce_term(logits: Tensor, labels: Tensor, valid: Tensor | None = None) -> Term:
+    """pCE as a :class:`~wsss.losses.term.Term`: :func:`partial_ce_sum` over the count of labelled valid
+    pixels, i.e. reduced to the mean of ``−ln σ_p^{ȳ_p}`` over ``S ∩ V`` of the (global) batch.
+
+    Args: as :func:`partial_ce_sum`.
+    """
+    target = masked_labels(labels, valid)
+    return Term.of(partial_ce_sum(logits, labels, valid), (target != IGNORE_INDEX).sum())
+
+
+def soft_ce_term(logits: Tensor, probs: Tensor, mask: Tensor) -> Term:
+    """Soft-target CE as a :class:`~wsss.losses.term.Term`: the mean of ``H(y_p, σ_p)`` over the pixels of
+    ``mask`` (``B×H×W`` bool). Args: as :func:`soft_ce_sum`."""
+    return Term.of(soft_ce_sum(logits, probs, mask), mask.bool().sum())

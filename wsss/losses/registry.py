@@ -1,19 +1,23 @@
 """``wsss train --loss NAME``: the network losses and their options.
 
-Every loss maps ``(logits, batch)`` to a dict of named **batch sums** (already multiplied by their
-weights η / λ); the training loop adds them and divides by the shared ``Z`` = number of valid pixels
-in the (global) batch (notation.md, Normalization). The terms are logged separately.
+Every loss maps ``(logits, batch)`` to a dict of named :class:`~wsss.losses.term.Term` s (batch sums,
+already multiplied by their weights, with the count each is averaged over); the training loop sums the
+counts over ranks and adds the means (:func:`wsss.losses.term.reduce_terms`). The terms are logged
+separately. Reductions (a weight means the same at any annotation density):
 
-| name        | target        | terms                                                           | source |
-|-------------|---------------|-----------------------------------------------------------------|--------|
-| ``pce``     | seeds         | ``pce`` = Σ_S −ln σ^ȳ                                            | notation.md |
-| ``full``    | dense masks   | ``ce`` = Σ_Ω −ln σ^y (mean CE after /Z)                          | |
-| ``gridcrf`` | seeds         | ``pce`` + ``crf`` = λ Σ_{pq∈NN4/8} w_pq P(σ_p, σ_q)              | regularized-losses.md |
-| ``densecrf``| seeds         | ``pce`` + ``crf`` = λ R_CRF(σ) (bilateral filter)                | regularized-losses.md (4) |
-| ``ncut``    | seeds         | ``pce`` + ``crf`` = λ R_NC(σ)                                    | regularized-losses.md (5) |
-| ``kernelcut``| seeds        | ``pce`` + ``crf`` = λ R_KC(σ)                                    | regularized-losses.md (6) |
-| ``collision``| seeds        | ``pce`` + ``sl`` = η Σ_{V∖S} CE(y, σ), y from the solver         | self-labeling.md (8) |
-| ``pseudo``  | pseudolabels  | ``ce`` = Σ_V H(y, σ) (soft) or Σ_V −ln σ^{argmax y} (``hard``)   | |
+| name        | target        | terms and their reduction                                                  | source |
+|-------------|---------------|----------------------------------------------------------------------------|--------|
+| ``pce``     | seeds         | ``pce`` = mean_{S∩V} −ln σ^ȳ (0 without seeds)                              | rloss code |
+| ``full``    | dense masks   | ``ce`` = mean over the non-void valid pixels of −ln σ^y                     | |
+| ``gridcrf`` | seeds         | ``pce`` + ``crf`` = λ · mean over valid NN4/8 pairs of w_pq P(σ_p, σ_q)      | Tang et al. 2018 |
+| ``densecrf``| seeds         | ``pce`` + ``crf`` = λ · mean over the batch's images of R_CRF(σ) (eq. 4)    | rloss code |
+| ``ncut``    | seeds         | ``pce`` + ``crf`` = λ · mean over images of R_NC(σ) (eq. 5)                 | rloss convention |
+| ``kernelcut``| seeds        | ``pce`` + ``crf`` = λ · mean over images of R_KC(σ) (eq. 6)                 | rloss convention |
+| ``collision``| seeds        | ``pce`` + ``sl`` = η_net · mean_{V∖S} CE(y, σ), y from the solver (sums)     | Zhang & Boykov (8) |
+| ``pseudo``  | pseudolabels  | ``ce`` = mean_V H(y, σ) (soft) or mean over labelled pixels (``hard``)       | |
+
+Defaults tuned under the earlier shared-Z rule are converted at their tuning runs' counts
+(:mod:`wsss.losses.conversion`).
 
 During the pCE warm-up (``--warmup-epochs``) every seeds-based loss uses its ``pce`` term only
 (:meth:`TrainingLoss.warmup_terms`).
@@ -30,7 +34,9 @@ import torch
 from torch import Tensor
 
 from wsss.errors import UserError
-from wsss.losses.partial_ce import partial_ce_sum, soft_ce_sum
+from wsss.losses.defaults import GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, SL_WEIGHT_PER_ETA
+from wsss.losses.partial_ce import partial_ce_term, soft_ce_term
+from wsss.losses.term import Term
 from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
 
 
@@ -59,13 +65,13 @@ class TrainingLoss:
     #: default number of pCE-only warm-up epochs as a fraction of --epochs (0: none)
     default_warmup_fraction = 0.0
 
-    def terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Tensor]:
-        """Named batch sums (scalars). logits: ``B×K×H×W`` float."""
+    def terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Term]:
+        """Named terms (weighted batch sums and their counts). logits: ``B×K×H×W`` float."""
         raise NotImplementedError
 
-    def warmup_terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Tensor]:
+    def warmup_terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Term]:
         """Terms used during the pCE warm-up (partial CE only)."""
-        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid)}
+        return {"pce": partial_ce_term(logits, batch.labels, batch.valid)}
 
     @property
     def uses_soft_targets(self) -> bool:
@@ -92,7 +98,7 @@ class FullCE(TrainingLoss):
     target = "masks"
 
     def terms(self, logits, batch):
-        return {"ce": partial_ce_sum(logits, batch.labels, batch.valid)}
+        return {"ce": partial_ce_term(logits, batch.labels, batch.valid)}
 
     warmup_terms = terms
 
@@ -113,8 +119,8 @@ class PseudoCE(TrainingLoss):
 
     def terms(self, logits, batch):
         if self.hard or batch.probs is None:
-            return {"ce": partial_ce_sum(logits, batch.labels, batch.valid)}
-        return {"ce": soft_ce_sum(logits, batch.probs, batch.valid)}
+            return {"ce": partial_ce_term(logits, batch.labels, batch.valid)}
+        return {"ce": soft_ce_term(logits, batch.probs, batch.valid)}
 
     warmup_terms = terms
 
@@ -122,16 +128,14 @@ class PseudoCE(TrainingLoss):
         return {"hard": self.hard}
 
 
-#: Default λ of ``--loss gridcrf`` (chosen on the demo data, see :class:`GridCRFLoss`).
-GRIDCRF_LAMBDA = 0.5
 
 
 class GridCRFLoss(TrainingLoss):
-    """``gridcrf``: pCE + λ Σ_{pq∈N} w_pq P(σ_p, σ_q) on NN4/NN8 (:mod:`wsss.losses.gridcrf`).
+    """``gridcrf``: pCE + λ · mean over valid pairs of w_pq P(σ_p, σ_q) on NN4/NN8 (:mod:`wsss.losses.gridcrf`).
 
-    λ default :data:`GRIDCRF_LAMBDA` = 0.5 (toolkit baseline, no published value): the best of {6, 2, 0.5} in
-    the demo-data search (docs/demo-results.md: val mIoU 56.4 / 67.3 / 68.9); gradient descent on σ
-    wants a much smaller λ than the pseudo-label solver.
+    λ default :data:`GRIDCRF_LAMBDA` (toolkit baseline, no published value): the demo search's 0.5 under the
+    earlier shared-Z rule, converted at that run's counts; gradient descent on σ wants a much smaller λ
+    than the pseudo-label solver.
     """
 
     name = "gridcrf"
@@ -147,20 +151,20 @@ class GridCRFLoss(TrainingLoss):
         self.lam, self.relaxation, self.neighbourhood, self.bandwidth = lam, relaxation, neighbourhood, bandwidth
 
     def terms(self, logits, batch):
-        from wsss.losses.gridcrf import gridcrf_sum
+        from wsss.losses.gridcrf import gridcrf_term
 
         probs = torch.softmax(logits.float(), dim=1)
-        crf = gridcrf_sum(probs, batch.image, batch.valid, self.relaxation, self.neighbourhood, self.bandwidth)
-        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid), "crf": self.lam * crf}
+        crf = gridcrf_term(probs, batch.image, batch.valid, self.relaxation, self.neighbourhood, self.bandwidth)
+        return {"pce": partial_ce_term(logits, batch.labels, batch.valid), "crf": Term(self.lam * crf.total, crf.count)}
 
     def options(self):
         return {"lam": self.lam, "relaxation": self.relaxation, "neighbourhood": self.neighbourhood, "bandwidth": self.bandwidth}
 
 
 class DenseCRFFamily(TrainingLoss):
-    """``densecrf`` / ``ncut`` / ``kernelcut``: pCE + λ R(σ) with the bilateral filter library
-    (:func:`wsss.losses.densecrf.densecrf_loss` / ``ncut_loss`` / ``kernelcut_loss``, which return batch
-    sums). ``options`` are passed through as keyword arguments (``sigma_rgb``, ``sigma_xy``, ``scale``,
+    """``densecrf`` / ``ncut`` / ``kernelcut``: pCE + λ · mean over the batch's images of R(σ) with the
+    bilateral filter library (:func:`wsss.losses.densecrf.densecrf_loss` / ``ncut_loss`` / ``kernelcut_loss``,
+    per-image sums; rloss's normalization). ``options`` are passed through as keyword arguments (``sigma_rgb``, ``sigma_xy``, ``scale``,
     ``gamma``, ``exact``, ...; defaults are that module's: rloss's recommended σ_rgb 15, σ_xy 100,
     scale 0.5). Default λ: :func:`default_dense_weight`."""
 
@@ -183,38 +187,35 @@ class DenseCRFFamily(TrainingLoss):
     def terms(self, logits, batch):
         probs = torch.softmax(logits.float(), dim=1)
         reg = self._fn()(probs, batch.image.float(), batch.valid[:, None], **self.extra)
-        return {"pce": partial_ce_sum(logits, batch.labels, batch.valid), "crf": self.lam * reg}
+        return {"pce": partial_ce_term(logits, batch.labels, batch.valid),
+                "crf": Term.of(self.lam * reg, probs.shape[0])}
 
     def options(self):
         return {"lam": self.lam, **self.extra}
 
 
-#: Default λ of ``ncut``: chosen by the CamVid search (docs/results.md, "Defaults from evidence": val mIoU
-#: 35.1 / 29.1 / 20.7 at λ 1.5e3 / 4.5e3 / 1.35e4, one cpu-budget run each). The grid was centred on the
-#: earlier estimate 4.5e3: the DenseCRF weight times a typical ``dᵀS^k`` (≈ 6e7 for a 513² crop at scale
-#: 0.5), so that the per-pixel gradients of both terms have similar size.
-NCUT_WEIGHT = 1.5e3
-
-#: Default λ of ``kernelcut`` as a fraction of the DenseCRF weight (its first term is R_CRF): chosen by the
-#: CamVid search (docs/results.md: val mIoU 33.4 / 29.9 / 31.7 at ⅓, 1, 3 × the DenseCRF weight).
-KERNELCUT_WEIGHT_FACTOR = 1.0 / 3.0
 
 
 def default_dense_weight(name: str) -> float:
-    """Default λ of the dense losses: ``densecrf``: :data:`wsss.losses.densecrf.DENSECRF_WEIGHT` (calibrated
-    to rloss's recommended setting, ≈ 7.75e-5; kept by the CamVid search); ``kernelcut``: that ×
-    :data:`KERNELCUT_WEIGHT_FACTOR`; ``ncut``: :data:`NCUT_WEIGHT`."""
-    from wsss.losses.densecrf import DENSECRF_WEIGHT
+    """Default λ of the dense losses (weights of the per-image sum averaged over the batch's images):
+    ``densecrf``: :data:`wsss.losses.densecrf.DENSECRF_WEIGHT` (the calibration to rloss's recommended
+    setting); ``kernelcut``: :data:`KERNELCUT_WEIGHT`; ``ncut``: :data:`NCUT_WEIGHT` (CamVid search, converted)."""
+    from wsss.losses.defaults import DENSECRF_WEIGHT
 
     if name == "ncut":
         return NCUT_WEIGHT
     if name == "kernelcut":
-        return DENSECRF_WEIGHT * KERNELCUT_WEIGHT_FACTOR
+        return KERNELCUT_WEIGHT
     return DENSECRF_WEIGHT
+
+
 
 
 class SelfLabelingLoss(TrainingLoss):
     """``collision``: soft self-labeling (:mod:`wsss.losses.self_labeling`), or hard with ``hard=True``.
+
+    Network step: pCE (mean over seeds) + ``weight`` · mean over ``V∖S`` of CE(y, σ); ``weight`` default
+    ``η · SL_WEIGHT_PER_ETA`` (η of the solver, 0.3 by default), the conversion of the demo-tuned setting.
 
     The solver options are a :class:`wsss.potts.solver.SolverConfig` (defaults: the potts library's,
     i.e. collision CE + collision divergence on NN4, the ``mirror`` optimizer: convex start + preconditioned
@@ -227,20 +228,22 @@ class SelfLabelingLoss(TrainingLoss):
     name = "collision"
     default_warmup_fraction = 0.2
 
-    def __init__(self, solver: Any = None, hard: bool = False):
+    def __init__(self, solver: Any = None, hard: bool = False, weight: float | None = None):
         self.solver = solver if solver is not None else solver_config({}, training=True)
         self.hard = hard
+        self.weight = float(weight) if weight is not None else self.solver.eta * SL_WEIGHT_PER_ETA
         self.last_pseudo_labels: Tensor | None = None
 
     def terms(self, logits, batch):
         from wsss.losses.self_labeling import self_labeling_terms
 
-        terms, y = self_labeling_terms(logits, batch.labels, batch.image, batch.valid, self.solver, self.hard)
+        terms, y = self_labeling_terms(logits, batch.labels, batch.image, batch.valid, self.solver, self.hard,
+                                       weight=self.weight)
         self.last_pseudo_labels = y
         return terms
 
     def options(self):
-        return {"hard": self.hard, "solver": dataclasses.asdict(self.solver)}
+        return {"hard": self.hard, "weight": self.weight, "solver": dataclasses.asdict(self.solver)}
 
 
 #: --loss names
@@ -281,7 +284,7 @@ def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:
 
     Options per loss (all optional): ``gridcrf``: lam, relaxation, neighbourhood, bandwidth;
     ``densecrf``/``ncut``/``kernelcut``: lam + keyword options of the :mod:`wsss.losses.densecrf`
-    function; ``collision``: hard, solver (dict of :class:`~wsss.potts.solver.SolverConfig` fields);
+    function; ``collision``: hard, weight (η_net), solver (dict of :class:`~wsss.potts.solver.SolverConfig` fields);
     ``pseudo``: hard.
     """
     options = dict(options or {})
@@ -296,7 +299,8 @@ def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:
     elif name in ("densecrf", "ncut", "kernelcut"):
         loss = DenseCRFFamily(name, lam=options.pop("lam", None), **options.pop("dense", {}))
     elif name == "collision":
-        loss = SelfLabelingLoss(solver_config(options.pop("solver", {}), training=True), hard=bool(options.pop("hard", False)))
+        loss = SelfLabelingLoss(solver_config(options.pop("solver", {}), training=True), hard=bool(options.pop("hard", False)),
+                                weight=options.pop("weight", None))
     else:
         raise UserError(f"--loss {name}: unknown loss. Choose one of: {', '.join(LOSS_NAMES)}.")
     if options:

@@ -6,14 +6,15 @@ Per mini-batch:
    config, valid)`` (:mod:`wsss.potts.solver`, all of :class:`~wsss.potts.solver.SolverConfig`:
    relaxation, CE term, neighbourhood, η, λ, steps, lr, optimizer, ...). ``--hard``: ``y`` becomes the
    one-hot arg-max of the soft solution (toolkit extension, no published number).
-2. **network step** on the first two terms of (8) with ``y`` a constant:
+2. **network step** on the first two terms of (8) with ``y`` a constant, each reduced to a mean
+   (:mod:`wsss.losses.term`):
 
-       Σ_{p∈S∩V} −ln σ_p^{ȳ_p}  +  η Σ_{p∈V∖S} CE(y_p, σ_p)
+       mean_{p∈S∩V} −ln σ_p^{ȳ_p}  +  η_net · mean_{p∈V∖S} CE(y_p, σ_p)
 
-   with the same CE term (``config.ce``) and η as the solver.
-
-Normalization: both terms are **batch sums**; the training loop divides them by the shared Z
-(number of valid pixels, notation.md), so η keeps the paper's relative meaning.
+   with the same CE term (``config.ce``) as the solver. The solver minimizes the per-image **sum**
+   energy (its η and λ keep their meaning); the network step's weight ``η_net`` is its own, default
+   ``η · SL_WEIGHT_PER_ETA`` (:data:`wsss.losses.registry.SL_WEIGHT_PER_ETA`: the conversion of the
+   earlier shared-normalizer rule at the demo tuning run's counts).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.constants import IGNORE_INDEX
-from wsss.losses.partial_ce import partial_ce_sum
+from wsss.losses.partial_ce import partial_ce_term
+from wsss.losses.term import Term
 from wsss.potts.crossentropy import get_cross_entropy, safe_log
 from wsss.potts.solver import SolverConfig, solve_pseudolabels
 
@@ -48,12 +50,12 @@ def pseudo_labels(logits: Tensor, seeds: Tensor, image: Tensor, valid: Tensor | 
     return y
 
 
-def self_labeling_ce_sum(logits: Tensor, y: Tensor, seeds: Tensor, valid: Tensor | None, ce: str = "collision") -> Tensor:
-    """``Σ_{p∈V∖S} CE(y_p, σ_p)`` batch sum, ``y`` a constant (detached).
+def self_labeling_ce_term(logits: Tensor, y: Tensor, seeds: Tensor, valid: Tensor | None, ce: str = "collision") -> Term:
+    """``Σ_{p∈V∖S} CE(y_p, σ_p)`` over the count ``|V∖S|``: reduced to the mean over the batch's unlabelled
+    valid pixels; ``y`` a constant (detached).
 
     logits: ``B×K×H×W`` float; y: ``B×K×H×W`` float pseudo-labels; seeds: ``B×H×W`` int64;
     valid: ``B×H×W`` bool or None; ce: a name of :data:`wsss.potts.crossentropy.CROSS_ENTROPIES`.
-    Returns a scalar.
     """
     term = get_cross_entropy(ce)
     log_sigma = F.log_softmax(logits.float(), dim=1)
@@ -61,15 +63,16 @@ def self_labeling_ce_sum(logits: Tensor, y: Tensor, seeds: Tensor, valid: Tensor
     mask = seeds == IGNORE_INDEX
     if valid is not None:
         mask = mask & valid.bool()
-    return (term(log_y, log_sigma, dim=1) * mask.float()).sum()
+    return Term.of((term(log_y, log_sigma, dim=1) * mask.float()).sum(), mask.sum())
 
 
 def self_labeling_terms(logits: Tensor, seeds: Tensor, image: Tensor, valid: Tensor | None,
-                        config: SolverConfig, hard: bool = False) -> tuple[dict[str, Tensor], Tensor]:
-    """Both steps for one batch: returns ``({"pce": Σ pCE, "sl": η Σ CE(y, σ)}, y)`` (sums)."""
+                        config: SolverConfig, hard: bool = False, weight: float | None = None) -> tuple[dict[str, Term], Tensor]:
+    """Both steps for one batch: ``({"pce": pCE term, "sl": η_net · CE(y, σ) term}, y)``.
+
+    ``weight`` is ``η_net``, the network step's weight of the mean CE(y, σ) (None: ``config.eta``).
+    """
     y = pseudo_labels(logits, seeds, image, valid, config, hard)
-    terms = {
-        "pce": partial_ce_sum(logits, seeds, valid),
-        "sl": config.eta * self_labeling_ce_sum(logits, y, seeds, valid, config.ce),
-    }
-    return terms, y
+    sl = self_labeling_ce_term(logits, y, seeds, valid, config.ce)
+    w = config.eta if weight is None else float(weight)
+    return {"pce": partial_ce_term(logits, seeds, valid), "sl": Term(w * sl.total, sl.count)}, y

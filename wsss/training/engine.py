@@ -12,10 +12,12 @@ creates one, trains epoch after epoch and checkpoints after each. Per run:
    ``T = epochs · steps_per_epoch`` steps; AMP (float16 autocast + grad scaling) on CUDA; the data order
    :class:`~wsss.training.data.EpochSampler`. On resume the optimizer, scheduler, scaler and the torch
    RNG states of every rank come from the checkpoint, so the run continues bit-exactly on CPU.
-3. **One epoch** (:func:`train_one_epoch`), per step: ``terms = task.batch_terms(...)`` (named batch sums),
-   ``Z`` = the task's normalizer summed over ranks, ``Σ terms / Z`` back-propagated (under DDP each rank
-   scales its loss by ``world_size / Z`` so that DDP's gradient average is the gradient of the global loss),
-   optimizer and scheduler step; the logged terms are divided by ``Z``.
+3. **One epoch** (:func:`train_one_epoch`), per step: ``terms = task.batch_terms(...)``
+   (:class:`~wsss.losses.term.Term` s, each a batch sum with its own count, or plain batch sums over the
+   task's normalizer), reduced by :func:`wsss.losses.term.reduce_terms`: each term's mean over the global
+   batch (counts summed over ranks), their sum back-propagated (under DDP each rank scales term t by
+   ``world_size / C_t`` so that DDP's gradient average is the gradient of the global loss), optimizer and
+   scheduler step; the means are logged.
 4. **Checkpoint** (:func:`checkpoint_state`) after each epoch: task name and fields, model, optimizer,
    scheduler, scaler, epoch, step, RNG states, the run's configuration; the task's validation record
    joins the epoch's metrics. Only rank 0 writes (:mod:`wsss.training.run`).
@@ -43,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsss.errors import UserError
+from wsss.losses.term import as_terms, reduce_terms
 from wsss.parallel import DistributedContext, init_distributed
 from wsss.paths import StageInputs
 from wsss.progress import progress_bar
@@ -181,12 +184,12 @@ def train_one_epoch(tr: Trainer, epoch: int, on_step: StepHook | None = None,
     images_seen, t_epoch = 0, time.perf_counter()
     for batch in tr.loader:
         t0 = time.perf_counter()
-        z = _all_reduce(task.normalizer(batch, device), ctx).clamp_min(1.0)
         lr = tr.optimizer.param_groups[0]["lr"]
-        terms = task.batch_terms(tr.model, batch, device, epoch, tr.step, tr.use_amp)
-        total = sum(terms.values())
+        terms = as_terms(task.batch_terms(tr.model, batch, device, epoch, tr.step, tr.use_amp),
+                         lambda: task.normalizer(batch, device))
+        objective, logged = reduce_terms(terms, ctx.world_size, lambda t: _all_reduce(t, ctx))
         tr.optimizer.zero_grad(set_to_none=True)
-        tr.scaler.scale(total * (ctx.world_size / z).to(total.dtype)).backward()
+        tr.scaler.scale(objective).backward()
         tr.scaler.step(tr.optimizer)
         tr.scaler.update()
         with warnings.catch_warnings():
@@ -195,11 +198,8 @@ def train_one_epoch(tr: Trainer, epoch: int, on_step: StepHook | None = None,
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before", category=UserWarning)
             tr.scheduler.step()
         tr.step += 1
-        names = sorted(terms)
-        values = torch.stack([terms[n].detach().double() for n in names])
-        values = (_all_reduce(values, ctx) / z).tolist()
         rec = {"kind": "step", "epoch": epoch + 1, "step": tr.step, "lr": lr,
-               "loss": sum(values), "terms": dict(zip(names, values)), **info,
+               "loss": sum(logged.values()), "terms": logged, **info,
                "time": time.perf_counter() - t0}
         for n, v in rec["terms"].items():
             sums[n] += v

@@ -2,8 +2,10 @@
 by the generic loop :func:`wsss.training.engine.run_task`.
 
 - Model: DeepLabV3+ (:mod:`wsss.models`), logits at crop size.
-- Loss: :mod:`wsss.losses.registry`; the batch sums of all terms are divided by the shared
-  ``Z`` = number of valid pixels of the **global** batch (all ranks; docs/methods.md, normalization).
+- Loss: :mod:`wsss.losses.registry`; every term is a batch sum with its own count (seed pixels for pCE,
+  images for the rloss family, valid pairs or pixels for the other terms) and the loss is the sum of the
+  terms' means over the **global** batch (counts summed over all ranks; :mod:`wsss.losses.term`,
+  docs/methods.md §2).
 - pCE warm-up: the first ``warmup_epochs`` epochs use the ``pce`` term only (docs/methods.md, soft self-labeling).
 - Optimizer: SGD, momentum 0.9 and weight decay 5e-4 (rloss public code), two parameter groups:
   backbone at ``lr``, ASPP + decoder at ``lr · head_lr_mult`` (10, rloss); poly decay
@@ -140,8 +142,8 @@ def open_training_data(cfg: TrainConfig, loss: TrainingLoss):
 class SegmentationTask(TrainingTask):
     """``wsss train``: DeepLabV3+ on seeds / dense masks / pseudo-labels with a registry loss.
 
-    Terms are batch sums divided by the shared ``Z`` = valid pixels of the global batch
-    (notation.md); the first ``warmup_epochs`` epochs use the loss's pCE warm-up terms.
+    Terms are :class:`~wsss.losses.term.Term` s, each averaged over its own count in the global batch;
+    the first ``warmup_epochs`` epochs use the loss's pCE warm-up terms.
     """
 
     name = "segmentation"
@@ -201,9 +203,6 @@ class SegmentationTask(TrainingTask):
 
     def epoch_info(self, epoch: int) -> dict[str, Any]:
         return {"warmup": epoch < self.warmup}
-
-    def normalizer(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-        return batch["valid"].to(device, non_blocking=True).sum().to(torch.float64)
 
     def batch_terms(self, model, batch, device, epoch, step, use_amp):
         lb = LossBatch(

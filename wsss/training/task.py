@@ -10,11 +10,11 @@ progress and metrics. A task owns what differs:
 - the model: :meth:`build_model` (pretrained weights, or the weights of an earlier run for a second
   training phase) and :meth:`empty_model` (same architecture, for ``--resume``); :meth:`param_groups`
   (each group with its ``lr`` at step 0, optionally its own ``weight_decay``; the schedule scales ``lr``);
-- the loss: :meth:`batch_terms` returns named **batch sums** (0-dim tensors) and
-  :meth:`normalizer` the local count ``Z_b`` they are divided by (summed over ranks by the loop):
-  valid pixels for segmentation, images for the CAM classifier (its per-image means; docs/methods.md).
-  ``batch_terms`` gets the (DDP-wrapped) model and may run it more than once per batch (e.g. a loss on
-  a second, augmented view);
+- the loss: :meth:`batch_terms` returns named :class:`~wsss.losses.term.Term` s (a batch sum and the
+  local count it is averaged over: seed pixels, pairs, images; the loop sums the counts over ranks,
+  docs/methods.md §2), or plain 0-dim batch sums that share :meth:`normalizer`'s local count (the CAM
+  classifier: images, for its per-image means). ``batch_terms`` gets the (DDP-wrapped) model and may
+  run it more than once per batch (e.g. a loss on a second, augmented view);
 - what goes into ``config.json`` (:meth:`record`), checkpoints (:meth:`checkpoint_fields`),
   per-epoch validation (:meth:`prepare_validation`, :meth:`validate`) and extra keys of the metric
   records (:meth:`epoch_info`).
@@ -73,13 +73,15 @@ class TrainingTask:
         return {}
 
     def normalizer(self, batch: dict[str, Tensor], device: torch.device) -> Tensor:
-        """Local ``Z_b`` (0-dim float64 on ``device``) the batch sums are divided by."""
+        """Local count (0-dim float64 on ``device``) the plain batch sums of :meth:`batch_terms` are
+        averaged over (not used for :class:`~wsss.losses.term.Term` s, which carry their own)."""
         raise NotImplementedError
 
     def batch_terms(self, model: torch.nn.Module, batch: dict[str, Tensor], device: torch.device, epoch: int,
-                    step: int, use_amp: bool) -> dict[str, Tensor]:
-        """Named batch sums (0-dim float tensors with gradient) of one batch; ``step`` counts the
-        optimizer steps done before this one (for per-step random streams)."""
+                    step: int, use_amp: bool) -> dict[str, Any]:
+        """Named terms of one batch: :class:`~wsss.losses.term.Term` s, or batch sums (0-dim float tensors
+        with gradient) over :meth:`normalizer`; ``step`` counts the optimizer steps done before this one
+        (for per-step random streams)."""
         raise NotImplementedError
 
     def checkpoint_fields(self) -> dict[str, Any]:
