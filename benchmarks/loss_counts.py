@@ -23,7 +23,8 @@ import json
 import torch
 from torch.utils.data import DataLoader
 
-from wsss.artifacts import IGNORE_INDEX, Artifact
+from wsss.artifacts import Artifact
+from wsss.constants import IGNORE_INDEX
 from wsss.data import open_recorded_dataset
 from wsss.losses.gridcrf import valid_pair_count
 from wsss.training.data import AugmentConfig, EpochSampler, TargetSource, TrainSet
