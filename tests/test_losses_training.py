@@ -78,7 +78,7 @@ def test_gridcrf_matches_brute_force_pairs(kind, relaxation):
     got = gridcrf_sum(probs, image, valid, relaxation, kind, s)
     assert abs(float(got) - total) < 1e-9 * max(1.0, total)
     # the term's reduction: the mean over the valid pairs
-    term = gridcrf_term(probs, image, valid, relaxation, kind, s)
+    term = gridcrf_term(probs, image, valid, relaxation=relaxation, neighbourhood=kind, bandwidth=s)
     assert term.count.item() == pairs and abs(float(term.value()) - total / pairs) < 1e-9 * max(1.0, total)
 
 

@@ -68,18 +68,11 @@ def gridcrf_sum(
     return nb.pair_terms(probs, get_relaxation(relaxation)).sum()
 
 
-def gridcrf_term(
-    probs: Tensor,
-    image: Tensor,
-    valid: Tensor | None = None,
-    relaxation: str = "collision-divergence",
-    neighbourhood: str = "nn4",
-    bandwidth: float = DEFAULT_BANDWIDTH,
-) -> Term:
+def gridcrf_term(probs: Tensor, image: Tensor, valid: Tensor | None = None, **options) -> Term:
     """:func:`gridcrf_sum` as a :class:`~wsss.losses.term.Term` over its valid pairs (all pairs of the
     grid when ``valid`` is None): reduced to the mean of ``w_pq P(σ_p, σ_q)`` over the batch's valid pairs.
-    Arguments as :func:`gridcrf_sum`."""
+    Arguments and ``options`` (relaxation, neighbourhood, bandwidth) as :func:`gridcrf_sum`."""
     if valid is None:
         valid = torch.ones(probs.shape[0], *probs.shape[2:], dtype=torch.bool, device=probs.device)
-    total = gridcrf_sum(probs, image, valid, relaxation, neighbourhood, bandwidth)
-    return Term.of(total, valid_pair_count(valid, neighbourhood))
+    total = gridcrf_sum(probs, image, valid, **options)
+    return Term.of(total, valid_pair_count(valid, options.get("neighbourhood", "nn4")))

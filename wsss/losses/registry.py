@@ -154,7 +154,8 @@ class GridCRFLoss(TrainingLoss):
         from wsss.losses.gridcrf import gridcrf_term
 
         probs = torch.softmax(logits.float(), dim=1)
-        crf = gridcrf_term(probs, batch.image, batch.valid, self.relaxation, self.neighbourhood, self.bandwidth)
+        crf = gridcrf_term(probs, batch.image, batch.valid, relaxation=self.relaxation,
+                           neighbourhood=self.neighbourhood, bandwidth=self.bandwidth)
         return {"pce": partial_ce_term(logits, batch.labels, batch.valid), "crf": Term(self.lam * crf.total, crf.count)}
 
     def options(self):
