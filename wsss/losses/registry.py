@@ -83,7 +83,8 @@ class TrainingLoss:
 
 
 class PartialCE(TrainingLoss):
-    """``pce``: partial cross-entropy on the seeds only."""
+    """``pce``: partial cross-entropy on the seeds only; reduction: the mean over the batch's labelled valid
+    pixels (0 for a batch without seeds)."""
 
     name = "pce"
 
@@ -92,7 +93,8 @@ class PartialCE(TrainingLoss):
 
 
 class FullCE(TrainingLoss):
-    """``full``: cross-entropy on dense ground-truth masks (255 ignored)."""
+    """``full``: cross-entropy on dense ground-truth masks (255 ignored); reduction: the mean over the batch's
+    non-void valid pixels."""
 
     name = "full"
     target = "masks"
@@ -105,7 +107,7 @@ class FullCE(TrainingLoss):
 
 class PseudoCE(TrainingLoss):
     """``pseudo``: CE on a pseudolabels artifact; soft ``H(y, σ)`` on every valid pixel, or (``hard``)
-    CE on its ``label`` map."""
+    CE on its ``label`` map; reduction: the mean over the valid (soft) or labelled valid (hard) pixels."""
 
     name = "pseudo"
     target = "pseudolabels"
