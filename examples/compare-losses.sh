@@ -14,6 +14,8 @@
 #                            random-init backbone on tiny data: lr 0.02 of the demo search under the
 #                            earlier loss normalization, converted to pCE as a mean over the seed pixels
 #                            (× 972.92 seeds / 31549.36 valid pixels per batch; wsss.losses.conversion)
+#   WD [0.0162]              SGD weight decay: rloss's 5e-4 × 31549.36 / 972.92, so that lr · wd, and with it
+#                            the decay per step, stays that of the demo search (5e-4 at lr 0.02)
 #   BACKBONE [mobilenet_v2], WIDTH [0.5], HEAD [64]
 #                            MobileNetV2 ×0.5 with 64 ASPP/decoder channels: the decoder's 3×3
 #                            convs dominate the CPU cost at 256 channels (4× slower, same mIoU here)
@@ -43,6 +45,7 @@ EPOCHS=${EPOCHS:-30}
 BATCH=${BATCH:-4}
 CROP=${CROP:-96}
 LR=${LR:-6.17e-4}
+WD=${WD:-0.0162}
 BACKBONE=${BACKBONE:-mobilenet_v2}
 WIDTH=${WIDTH:-0.5}
 HEAD=${HEAD:-64}
@@ -61,7 +64,7 @@ mkdir -p "$OUT/runs" "$OUT/preds"
 [ -f "$OUT/seeds.h5" ] || $WSSS prepare-scribbles "$OUT/demo" "$OUT/seeds.h5" --split train --width "$SCRIBBLE_WIDTH"
 
 common=(--seeds "$OUT/seeds.h5" --epochs "$EPOCHS" --batch-size "$BATCH" --crop-size "$CROP"
-        --backbone "$BACKBONE" --width-mult "$WIDTH" --head-channels "$HEAD" --lr "$LR" --seed 0 --log-every 50)
+        --backbone "$BACKBONE" --width-mult "$WIDTH" --head-channels "$HEAD" --lr "$LR" --weight-decay "$WD" --seed 0 --log-every 50)
 if [ -n "${WEIGHTS:-}" ]; then common+=(--weights "$WEIGHTS"); fi
 
 declare -A extra=(

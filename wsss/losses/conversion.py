@@ -8,7 +8,8 @@ counts per batch the new weight gives the same loss up to one overall factor,
 
     old:  [Σ_S CE + w_old · Σ_t] / Z̄                  new:  Σ_S CE / n̄_S + w_new · Σ_t / D̄_t
     same ratio of the term to pCE  ⇒  w_new = w_old · D̄_t / n̄_S,     and the overall factor Z̄ / n̄_S is
-    undone by the learning rate:   lr_new = lr_old · n̄_S / Z̄,
+    undone by the learning rate:   lr_new = lr_old · n̄_S / Z̄   (and weight decay wd_new = wd_old · Z̄ / n̄_S
+    keeps lr · wd, the decay per SGD step),
 
 with n̄_S the seed pixels, Z̄ the valid pixels and D̄_t what term t now averages over (valid NN4 pairs for
 the grid CRF, images for the rloss family, unlabelled valid pixels for the self-labeling η-term).
