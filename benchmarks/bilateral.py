@@ -5,13 +5,17 @@ Usage::
     python benchmarks/bilateral.py --device cpu --sizes 64 128 256 512
     python benchmarks/bilateral.py --calibrate ../shared/data/camvid/train/images --frames 3
 
-Timing (default): K = 21 smooth random maps on a random-texture image, σ_rgb 15, σ_xy 100
-(regularized-losses.md, "Speed reference"); prints lattice time (build + one filtering, and one
-filtering with the lattice reused), exact chunked dense time (up to ``--exact-max`` pixels), ratio.
+Timing (default): K = 21 smooth random maps on a random-texture image (or ``--frame`` resized to
+n²), σ_rgb 15, σ_xy 100; prints lattice time (build + one filtering, and one filtering with the
+lattice reused), the same for the 0.1 lattice build (:class:`wsss.filters.permutohedral_reference.
+ReferenceLattice`, today's reference) and the new/0.1 speed-up measured in the same run, exact
+chunked dense time (up to ``--exact-max`` pixels). Each time is the minimum over ``--repeat`` runs
+(the two builds alternate); ``--clock process`` measures this process's CPU time instead of wall
+time (steadier on a shared machine; CPU only).
 
 Calibration (``--calibrate DIR``): the fitted scale ``c_tk = ⟨F(S), WS⟩/‖WS‖²`` and the relative
 L2 errors (raw and after the fit) on real frames, σ_rgb 15, σ_xy 50 (= 100 · scale 0.5), smooth random
-21-class maps — the measurement the spec asks for to set the default DenseCRF-loss weight.
+21-class maps — the measurement that sets the default DenseCRF-loss weight (docs/bilateral.md).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.filters import BilateralFilter, DenseGaussianFilter
+from wsss.filters import BilateralFilter, DenseGaussianFilter, PermutohedralLattice, image_features
+from wsss.filters.permutohedral_reference import ReferenceLattice
+
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 
 def _sync(device: torch.device) -> None:
@@ -48,27 +55,52 @@ def test_image(h: int, w: int, gen: torch.Generator, device) -> torch.Tensor:
     return img.clamp(0, 255).to(device)
 
 
-def timeit(fn, device, repeat: int) -> float:
+def timeit(fn, device, repeat: int, clock=time.perf_counter) -> float:
     fn()
     _sync(device)
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         _sync(device)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
+
+
+def frame_image(path: str, n: int, device) -> torch.Tensor:
+    """``1×3×n×n`` float32 RGB 0–255: the image at ``path`` resized (bilinear)."""
+    from PIL import Image
+
+    arr = np.asarray(Image.open(path).convert("RGB").resize((n, n), Image.BILINEAR), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
+
+
+def build_speedup(img: torch.Tensor, x: torch.Tensor, args, device, clock) -> tuple[float, float]:
+    """Minimum times of lattice build + one filtering (``N×K`` rows) for today's build and the 0.1
+    build, alternating between the two."""
+    b, k, h, w = x.shape
+    pts = image_features(img, args.sigma_xy, args.sigma_rgb).reshape(b * h * w, -1)
+    bid = torch.zeros(b * h * w, dtype=torch.int64, device=device)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, k).contiguous()
+    best = {PermutohedralLattice: float("inf"), ReferenceLattice: float("inf")}
+    for _ in range(args.repeat + 1):  # the first round warms up
+        for cls in best:
+            t = timeit(lambda: cls(pts, bid).filter(rows), device, 1, clock)
+            best[cls] = min(best[cls], t)
+    return best[PermutohedralLattice], best[ReferenceLattice]
 
 
 def run_timing(args) -> None:
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
+    clock = CLOCKS[args.clock]
     print(f"device={device} threads={torch.get_num_threads()} K={args.k} "
-          f"sigma_rgb={args.sigma_rgb} sigma_xy={args.sigma_xy}")
-    print(f"{'size':>8} {'vertices':>9} {'build+filter':>13} {'filter':>9} {'exact':>9} "
-          f"{'exact/build+f':>14} {'exact/filter':>13} {'rel.err':>8}")
+          f"sigma_rgb={args.sigma_rgb} sigma_xy={args.sigma_xy} image={args.frame or 'synthetic'} "
+          f"clock={args.clock}, min of {args.repeat}")
+    print(f"{'size':>8} {'vertices':>9} {'build+filter':>13} {'filter':>9} {'lattice b+f':>12} "
+          f"{'0.1 b+f':>9} {'speed-up':>9} {'exact':>9} {'exact/build+f':>14} {'exact/filter':>13} {'rel.err':>8}")
     for s in args.sizes:
-        img = test_image(s, s, gen, device)
+        img = frame_image(args.frame, s, device) if args.frame else test_image(s, s, gen, device)
         x = smooth_maps(1, args.k, s, s, gen, device)
         holder = {}
 
@@ -77,9 +109,10 @@ def run_timing(args) -> None:
             holder["f"] = f
             return f(x)
 
-        t_build = timeit(build_and_filter, device, args.repeat)
+        t_build = timeit(build_and_filter, device, args.repeat, clock)
         f = holder["f"]
-        t_filter = timeit(lambda: f(x), device, args.repeat)
+        t_filter = timeit(lambda: f(x), device, args.repeat, clock)
+        t_new, t_old = build_speedup(img, x, args, device, clock)
         t_exact = float("nan")
         err = float("nan")
         if s * s <= args.exact_max:
@@ -90,7 +123,7 @@ def run_timing(args) -> None:
             t_exact = time.perf_counter() - t0
             err = ((f(x) - ref).norm() / ref.norm()).item()
         print(f"{s:>5}²   {f.lattice.num_vertices:>9} {t_build * 1e3:>10.1f} ms {t_filter * 1e3:>6.1f} ms "
-              f"{t_exact:>7.2f} s {t_exact / t_build:>14.1f} {t_exact / t_filter:>13.1f} {err:>8.3f}",
+              f"{t_new * 1e3:>9.1f} ms {t_old * 1e3:>6.1f} ms {t_old / t_new:>8.2f}× {t_exact:>7.2f} s {t_exact / t_build:>14.1f} {t_exact / t_filter:>13.1f} {err:>8.3f}",
               flush=True)
 
 
@@ -134,6 +167,9 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--cal-sigma-xy", type=float, default=50.0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--frame", default=None, help="timing: an RGB image resized to each size (default: synthetic)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time, or this process's CPU time (steadier on a shared machine)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

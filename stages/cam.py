@@ -27,7 +27,7 @@ from wsss.cam.seeds import (AFFINITY_ALPHAS, BOX_THRESHOLD, SPML_ALPHA, SPML_MIN
                             densecrf_refine, threshold_seeds)
 from wsss.cam.training import LABEL_OFFSET, CamTrainConfig, cam_model_from_checkpoint, open_tags, read_tags, train_cams
 from wsss.constants import IGNORE_INDEX
-from wsss.crf import CRFParams
+from wsss.crf import CRFParams, crf_workers
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
@@ -212,4 +212,4 @@ def run_seeds(cams: str | Path, out: str | Path, *, rule: str = "affinity", tags
         "inputs": [art.provenance()] + ([tag_art.provenance()] if tag_art is not None else []),
         "dataset": dataset.describe(),
         "sources": StageInputs(files=[art.path, tag_art.path if tag_art is not None else None], datasets=[dataset]),
-    }, workers=workers, resume=resume, description=f"cam seeds ({rule})")
+    }, workers=crf_workers(crf, workers), resume=resume, description=f"cam seeds ({rule})")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from wsss.artifacts import Artifact
-from wsss.crf import CRFParams, dense_crf
+from wsss.crf import CRFParams, crf_workers, dense_crf
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
@@ -149,7 +149,7 @@ def run(
         out: output ``predictions`` artifact (must differ from the input).
         params: CRF parameters (defaults: DeepLab's, :mod:`wsss.crf`).
         data, layout, split: override the dataset recorded in the artifact.
-        workers: processes per rank.
+        workers: processes per rank (1 when the CRF runs on CUDA, :func:`wsss.crf.crf_workers`).
         resume: keep the images an interrupted run already finished (``out.parts/``).
         config: configuration recorded in the output (the CLI passes every option and the
             command line); default: the parameters and paths.
@@ -192,7 +192,7 @@ def run(
             "dataset": dataset.describe(),
             "sources": sources,
         },
-        workers=workers,
+        workers=crf_workers(params, workers),
         resume=resume,
         description="crf",
     )

@@ -50,7 +50,7 @@ import numpy as np
 from wsss import __version__
 from wsss import metrics as M
 from wsss.artifacts import Artifact
-from wsss.crf import CRFParams
+from wsss.crf import CRFParams, crf_workers
 from wsss.data import Dataset, check_label_map, load_label_png
 from wsss.errors import UserError
 from wsss.locks import OutputLock
@@ -355,7 +355,7 @@ def run(
     soft_table = np.zeros((len(ids), 2), np.float64)
     # every rank learns whether one failed, so none waits forever in the all-reduces below
     run_on_all_ranks(lambda: _accumulate(
-        one, mine, workers, row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
+        one, mine, crf_workers(crf, workers), row, conf, conf_unl, valid_pixels, f_table, f_present, soft_table,
         "eval" + (" + crf" if crf is not None else ""), ctx.is_main, sweep=sweep_total))
     conf.all_reduce()
     conf_unl.all_reduce()

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from skimage import data
 
-from wsss.filters import BilateralFilter, DenseGaussianFilter, dense_kernel_matrix
+from wsss.filters import BilateralFilter, DenseGaussianFilter, dense_kernel_matrix, image_features
 from wsss.filters.permutohedral import PermutohedralLattice
+from wsss.filters.permutohedral_reference import ReferenceLattice
 
 C_TK = 1.0  # the lattice is normalized so that its fitted scale is ≈ 1 (docs/bilateral.md)
 
@@ -201,6 +202,24 @@ def test_lattice_barycentric_weights_reconstruct_points():
     lat2 = PermutohedralLattice(two, torch.tensor([0] * 10 + [1] * 10))
     out = lat2.filter(torch.cat([torch.ones(10, 1), torch.zeros(10, 1)]).double())
     assert out[10:].abs().max().item() == 0.0
+
+
+def test_fast_build_gives_the_same_operator_as_the_reference_build():
+    # the simplex-level build against the 0.1 build (one sort of all N·(D+1) vertex keys): same
+    # vertices and neighbours, and the materialized operators agree to rounding (float64)
+    imgs = _images(14)
+    pair = torch.cat([imgs["astronaut"], imgs["random"]])  # a batch of two images
+    for sxy, srgb in [(50.0, 15.0), (2.0, 3.0), (0.05, 0.1), (4.0, None), (1e4, 1e4)]:
+        pts = image_features(pair, sxy, srgb).reshape(2 * 196, -1)
+        bid = torch.arange(2).repeat_interleave(196)
+        new, ref = PermutohedralLattice(pts, bid), ReferenceLattice(pts, bid)
+        assert new.num_vertices == ref.num_vertices
+        assert torch.equal(new.vert, ref.vert) and torch.equal(new.rank, ref.rank)
+        assert torch.equal(new.nbr_plus, ref.nbr_plus) and torch.equal(new.nbr_minus, ref.nbr_minus)
+        eye = torch.eye(2 * 196, dtype=torch.float64)
+        w_new, w_ref = new.filter(eye), ref.filter(eye)
+        assert ((w_new - w_ref).norm() / w_ref.norm()).item() < 1e-12
+        torch.testing.assert_close(new.self_weight(), ref.self_weight(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.cuda

@@ -157,3 +157,24 @@ def test_cli(setup, tmp_path):
     assert out.config["bi_sxy"] == 40.0 and out.config["iterations"] == 2
     bad = runner.invoke(app, ["crf", str(art), "--bi-srgb", "0", "-o", str(tmp_path / "x.h5")])
     assert bad.exit_code == 2 and "bi_srgb must be positive" in bad.output
+
+
+def test_cli_lattice_engine_agrees_with_pydensecrf(setup, tmp_path):
+    from wsss_cli.main import app
+
+    root, gts, scores, art = setup
+    runner = CliRunner()
+    for engine in ("lattice", "pydensecrf"):
+        result = runner.invoke(app, ["crf", str(art), "--engine", engine, "--crf-device", "cpu",
+                                     "-o", str(tmp_path / f"{engine}.h5")])
+        assert result.exit_code == 0, result.output
+    lat, ref = Artifact(tmp_path / "lattice.h5"), Artifact(tmp_path / "pydensecrf.h5")
+    assert lat.config["engine"] == "lattice" and lat.config["device"] == "cpu"
+    assert ref.config["engine"] == "pydensecrf"
+    for i in gts:
+        assert np.mean(lat.read(i, "label") == ref.read(i, "label")) >= 0.99
+    fused = evaluate.run(art, crf=CRFParams(engine="lattice", device="cpu"), out=tmp_path / "l.json")
+    assert fused["crf"]["engine"] == "lattice"
+    assert fused["miou"] == evaluate.run(lat.path, out=tmp_path / "d.json")["miou"]
+    bad = runner.invoke(app, ["crf", str(art), "--engine", "fast", "-o", str(tmp_path / "y.h5")])
+    assert bad.exit_code == 2 and "engine must be one of" in bad.output

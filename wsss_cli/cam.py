@@ -13,8 +13,8 @@ import typer
 
 from wsss.cam.seeds import BOX_THRESHOLD, SPML_ALPHA, SPML_MIN_SCORE
 from wsss_cli.common import command, command_line, config_of, console, resume_option, workers_option
-from wsss_cli.crf import (bi_compat_option, bi_srgb_option, bi_sxy_option, eps_option, gauss_compat_option,
-                          gauss_sxy_option, iterations_option, make_params)
+from wsss_cli.crf import (bi_compat_option, bi_srgb_option, bi_sxy_option, crf_device_option, engine_option,
+                          eps_option, gauss_compat_option, gauss_sxy_option, iterations_option, make_params)
 
 cam_app = typer.Typer(
     name="cam", no_args_is_help=True, add_completion=False,
@@ -147,6 +147,8 @@ def _seeds(
     bi_compat: float = bi_compat_option(),
     iterations: int = iterations_option(),
     eps: float = eps_option(),
+    engine: str = engine_option(),
+    crf_device: str = crf_device_option(),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (default: recorded in the cams artifact)."),
     layout: Optional[str] = typer.Option(None, "--layout", help="Dataset layout (default: recorded)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded)."),
@@ -157,7 +159,7 @@ def _seeds(
     from wsss.parallel import distributed_context
     from wsss.stages import cam as stage
 
-    params = make_params(gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat, iterations, eps) if crf else None
+    params = make_params(gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat, iterations, eps, engine, crf_device) if crf else None
     config = config_of(cams=cams, out=out, rule=rule, tags=tags, data=data, layout=layout, split=split,
                        workers=workers, resume=resume)
     path = stage.run_seeds(cams, out, rule=rule, tags=tags, alpha_low=alpha_low, alpha_high=alpha_high, crf=params,

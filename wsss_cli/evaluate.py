@@ -15,6 +15,8 @@ from wsss_cli.crf import (
     bi_compat_option,
     bi_sxy_option,
     bi_srgb_option,
+    crf_device_option,
+    engine_option,
     eps_option,
     gauss_compat_option,
     gauss_sxy_option,
@@ -99,6 +101,8 @@ def register(app: typer.Typer) -> None:
         bi_compat: float = bi_compat_option(),
         iterations: int = iterations_option(),
         eps: float = eps_option(),
+        engine: str = engine_option(),
+        crf_device: str = crf_device_option(),
         cam_threshold: float = typer.Option(0.25, "--cam-threshold", help="cams: background score t of the evaluated CAM pseudo-label [cam.md: 0.25, HFPL's F]; the J sweep over t = 0.00–0.59 is always reported."),
         workers: int = workers_option(),
     ) -> None:
@@ -110,7 +114,7 @@ def register(app: typer.Typer) -> None:
         from wsss.parallel import distributed_context
         from wsss.stages import evaluate as stage
 
-        params = make_params(gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat, iterations, eps) if crf else None
+        params = make_params(gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat, iterations, eps, engine, crf_device) if crf else None
         config = config_of(artifact=artifact, data=data, layout=layout, split=split, seeds=seeds, reference=reference,
                            partial=partial, bound_th=bound_th, out=out, crf=params.to_dict() if params else None,
                            cam_threshold=cam_threshold)

@@ -1,6 +1,6 @@
 """Dense Gaussian (bilateral) filtering ``W·X`` for batches of multi-channel maps.
 
-Kernel (regularized-losses.md, "DenseCRF loss")::
+Kernel (Tang et al., ECCV 2018, eq. 4; docs/bilateral.md)::
 
     W_pq = exp( -‖x_p - x_q‖² / (2 σ_xy²) - ‖I_p - I_q‖² / (2 σ_rgb²) )
 
@@ -16,10 +16,10 @@ Two implementations share one interface (:class:`GaussianFilterBase`):
 
 Conventions shared by both (see ``docs/bilateral.md``):
 
-- Self term: ``W_pp = 1`` is included (as in the spec and in rloss). ``exclude_self=True`` subtracts
+- Self term: ``W_pp = 1`` is included (as in Tang et al. and in rloss). ``exclude_self=True`` subtracts
   the filter's own self-weights (``self_weight()``), i.e. ``W_pp = 0`` for the exact filter.
 - Validity: pixels outside ``valid`` contribute nothing and receive nothing (their output is 0);
-  pairs with an endpoint outside ``valid`` are dropped (notation.md, "Validity mask").
+  pairs with an endpoint outside ``valid`` are dropped.
 - Symmetry: both filters are symmetric operators, so ``__call__`` supports autograd with
   ``backward(g) = F(g)``, reusing the same precomputed structure.
 """
@@ -216,6 +216,7 @@ class BilateralFilter(GaussianFilterBase):
         b, h, w = self.shape
         flat_valid = self.valid.reshape(-1)
         self._idx = torch.nonzero(flat_valid, as_tuple=False).squeeze(1)  # (Nv,) into B·H·W
+        self._all_valid = self._idx.numel() == flat_valid.numel()
         batch_id = torch.div(self._idx, h * w, rounding_mode="floor")
         pts = feats.reshape(-1, feats.shape[-1])[self._idx]
         self.lattice: Optional[PermutohedralLattice] = None
@@ -226,10 +227,12 @@ class BilateralFilter(GaussianFilterBase):
         b, c, h, w = x.shape
         if self.lattice is None:
             return torch.zeros_like(x)
-        rows = x.permute(0, 2, 3, 1).reshape(-1, c)[self._idx]  # (Nv, C)
-        out_rows = self.lattice.filter(rows)
-        out = torch.zeros(b * h * w, c, dtype=x.dtype, device=x.device)
-        out[self._idx] = out_rows
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # (B·H·W, C)
+        if self._all_valid:  # no gather / scatter: one layout copy each way
+            out = self.lattice.filter(rows)
+        else:
+            out = torch.zeros(b * h * w, c, dtype=x.dtype, device=x.device)
+            out.index_copy_(0, self._idx, self.lattice.filter(rows.index_select(0, self._idx)))
         return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
 
     def _raw_self_weight(self) -> torch.Tensor:

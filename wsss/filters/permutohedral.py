@@ -10,9 +10,12 @@ Construction (once per point set, all batched, no loops over points):
 2. Find the enclosing simplex of the lattice ``(D+1)·A*_D``: nearest remainder-0 point, the ranking of
    the residual coordinates, and the ``D+1`` vertices with their barycentric weights.
 3. Hash vertices as packed int64 keys (batch index, lattice coordinates divided by ``D+1`` and the
-   remainder, in mixed radix); one ``torch.sort`` gives the vertex list and each point's vertex indices;
-   the neighbours ``v ± u_j`` along the ``D+1`` lattice directions are found with ``searchsorted``
-   (missing neighbours point to an extra all-zero row).
+   remainder, in mixed radix). Points of one simplex share its vertices: one ``torch.sort`` of the N
+   simplex keys groups the points, one sort of the ``S·(D+1)`` vertex keys of the ``S`` distinct
+   simplices gives the vertex list, and the splat layout is expanded from the simplices; the
+   neighbours ``v ± u_j`` along the ``D+1`` lattice directions are found with ``searchsorted``
+   (missing neighbours point to an extra all-zero row). The 0.1 build, which sorted all ``N·(D+1)``
+   keys, is :class:`wsss.filters.permutohedral_reference.ReferenceLattice` (same lattice).
 
 Filtering: splat with a CSR matrix product (weights ``b_r``), blur with ``[1/4, 1/2, 1/4]`` passes along the
 ``D+1`` directions, averaged over the two orders ``0..D`` and ``D..0`` (one order alone is not symmetric on
@@ -35,6 +38,69 @@ __all__ = ["PermutohedralLattice", "SCALE_FIT"]
 #: mass that the blur sends to unpopulated vertices. Spatial only (D = 2): the lattice is fully
 #: populated and the analytic normalization is already right (1). docs/bilateral.md.
 SCALE_FIT = {5: 1.0 / 0.786}
+
+
+def _elevate(pts: torch.Tensor, inv_std: float) -> torch.Tensor:
+    """``N×D`` float64 points onto the hyperplane ``Σ y = 0`` of ``R^{D+1}``, as ``(D+1)×N``, with the
+    orthonormal basis of that plane scaled by ``inv_std`` (column j: ``1/sqrt((j+1)(j+2))`` on rows
+    ``0..j``, ``-(j+1)/sqrt((j+1)(j+2))`` on row ``j+1``)."""
+    d = pts.shape[1]
+    basis = torch.zeros(d + 1, d, dtype=torch.float64, device=pts.device)
+    for j in range(d):
+        c = 1.0 / math.sqrt((j + 1) * (j + 2))
+        basis[: j + 1, j] = c
+        basis[j + 1, j] = -(j + 1) * c
+    return (pts @ basis.T).mul_(inv_std).t().contiguous()  # (the rounding of the 0.1 build)
+
+
+def _radix(coords: torch.Tensor, num_batches: int, q: int) -> tuple[list, int]:
+    """Mixed radices of the packed vertex keys for ``D×N`` int64 lattice coordinates (one below the
+    smallest vertex and one above the largest neighbour per coordinate) and the key range
+    ``num_batches·q·Π radix`` (an exact Python int)."""
+    if coords.shape[1] == 0:
+        radix = [4] * coords.shape[0]
+    else:
+        radix = (coords.amax(dim=1) - coords.amin(dim=1) + 4).tolist()
+    total = num_batches * q
+    for rr in radix:
+        total *= rr
+    return radix, total
+
+
+def _compress_gaps(values: torch.Tensor) -> torch.Tensor:
+    """``D×N`` int64 lattice coordinates with every gap > 4 between occupied values (per row) shrunk
+    to 4: vertex and neighbour coordinates stay within ``[v-2, v+1]`` of an occupied value ``v``, so
+    no equality between keys changes, and the map is monotone, so neither does their order; the radix
+    stays ≤ 4·(#distinct values) (tiny bandwidths)."""
+    rows = []
+    for v in values:  # loop over the D coordinates
+        u, inv = torch.unique(v, return_inverse=True)
+        pos = torch.zeros_like(u)
+        pos[1:] = torch.cumsum((u[1:] - u[:-1]).clamp_max(4), 0)
+        rows.append(pos.index_select(0, inv))
+    return torch.stack(rows, 0)
+
+
+def _neighbour_tables(uniq: torch.Tensor, strides: list, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(nbr_plus, nbr_minus)``, each ``q×(M+1)`` int64: the index of vertex ``v ± u_j`` in the
+    sorted packed keys ``uniq`` (M), ``M`` where it is not populated. ``u_j = 1 - q e_j`` is linear in
+    the packed key, with a carry when the remainder is ``q - 1``."""
+    m = uniq.numel()
+    dev = uniq.device
+    rem = uniq % q
+    carry = (rem == q - 1).to(torch.int64)
+    sum_st = int(sum(strides))
+    nbr_plus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
+    nbr_minus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
+    src = torch.arange(m, device=dev)
+    for j in range(q):  # loop over the D+1 lattice directions
+        step = carry * (sum_st - q) + 1 - (strides[j] if j < q - 1 else 0)
+        target = uniq + step
+        pos = torch.searchsorted(uniq, target).clamp_max_(m - 1)
+        found = uniq[pos] == target
+        nbr_plus[j, :m] = torch.where(found, pos, torch.full_like(pos, m))
+        nbr_minus[j, pos[found]] = src[found]
+    return nbr_plus, nbr_minus
 
 
 class PermutohedralLattice:
@@ -60,64 +126,46 @@ class PermutohedralLattice:
         n, d = points.shape
         q = d + 1
         self.d = d
-        pts = points.to(torch.float64)
         inv_std = feature_scale * math.sqrt(2.0 / 3.0) * q
-        # Orthonormal basis of H: column j has 1/sqrt((j+1)(j+2)) on rows 0..j, -(j+1)/sqrt(..) on j+1.
-        basis = torch.zeros(q, d, dtype=torch.float64, device=dev)
-        for j in range(d):
-            c = 1.0 / math.sqrt((j + 1) * (j + 2))
-            basis[: j + 1, j] = c
-            basis[j + 1, j] = -(j + 1) * c
-        y = (pts @ basis.T) * inv_std  # N×q, rows sum to 0
+        # Point-level work in the (D+1)×N layout: one contiguous row per coordinate.
+        y = _elevate(points.to(torch.float64), inv_std)  # q×N, columns sum to 0
 
-        # Nearest remainder-0 point and the ranking of residuals.
-        rem0 = torch.round(y / q) * q
-        s = torch.div(rem0.sum(1), q, rounding_mode="floor").to(torch.int64)  # exact: integers
-        # rank_i = #{j: res_j > res_i} + #{j < i: res_j == res_i} (0 = largest; ties by index)
-        res = y - rem0
-        rank = s[:, None].expand(n, q).clone()
-        idx = torch.arange(q, device=dev)
-        for j in range(q):  # loop over the D+1 coordinates
-            rj = res[:, j : j + 1]
-            rank += (rj > res) | ((rj == res) & (idx > j))
-        lo = rank < 0
-        hi = rank > d
-        rank = torch.where(lo, rank + q, torch.where(hi, rank - q, rank))
-        rem0 = rem0 + q * lo.to(rem0.dtype) - q * hi.to(rem0.dtype)
+        # Nearest remainder-0 point q·k and the ranking of the residuals:
+        # rank_i = #{j: res_j > res_i} + #{j < i: res_j == res_i} (0 = largest; ties by index),
+        # shifted by Σ k and wrapped into 0..D (moving k by ∓1 on the wrapped coordinates).
+        k_float = torch.round(y / q)
+        res = y - q * k_float
+        count = torch.zeros(q, n, dtype=torch.uint8, device=dev)
+        for i in range(q):  # the (D+1)·D/2 pairs of coordinates
+            for j in range(i + 1, q):
+                i_first = res[i] >= res[j]
+                count[j] += i_first
+                count[i] += ~i_first
+        rank = count.to(torch.int64) + k_float.sum(0).to(torch.int64)
+        wrap = torch.div(rank, q, rounding_mode="floor")  # -1, 0 or 1
+        rank -= q * wrap
+        k = k_float.to(torch.int64) - wrap  # q×N
+        self.rank = rank.t()  # N×q: rank of each elevated coordinate's residual (0 = largest)
 
-        self.rank = rank  # N×q: rank of each elevated coordinate's residual (0 = largest)
-
-        # Barycentric weights.
-        # With vs[k] the residual/(D+1) of rank k (descending): b_r = vs[D-r] - vs[D+1-r] for
-        # r = 1..D and b_0 = 1 - vs[0] + vs[D].
+        # Barycentric weights. With vs[k] the residual/(D+1) of rank k (descending):
+        # b_r = vs[D-r] - vs[D+1-r] for r = 1..D and b_0 = 1 - vs[0] + vs[D].
         vs = torch.empty(n, q, dtype=torch.float64, device=dev)
-        vs.scatter_(1, rank, (y - rem0) / q)
-        bary = torch.empty(n, q, dtype=torch.float64, device=dev)
-        bary[:, 1:] = vs[:, :d].flip(1) - vs[:, 1:].flip(1)
-        bary[:, 0] = 1.0 - vs[:, 0] + vs[:, d]
-        self.bary = bary.clamp_min(0.0)
+        vs.scatter_(1, rank.t(), ((y - q * k) / q).t())  # (the N×q scatter is the faster one)
+        vs = vs.t().flip(0)  # vs[D - r], q×N
+        bary = torch.empty(q, n, dtype=torch.float64, device=dev)
+        bary[1:] = vs[1:] - vs[:d]
+        bary[0] = 1.0 - vs[d] + vs[0]
+        self.bary = bary.clamp_min_(0.0).t()  # N×q (a view of the q×N rows)
 
-        # Vertex r of the simplex: key_r = rem0 + (r if rank <= d - r else r - q) (all coordinates
+        # Vertex r of the simplex: key_r = q·k + (r if rank <= d - r else r - q) (all coordinates
         # ≡ r mod q). Packed as ((b·R_0 + k_0)·R_1 + k_1)…·q + r with k_i = key_i div q - kmin_i,
-        # where key_i div q = rem0_i/q - [rank_i > d - r]. Only the first D coordinates are kept.
-        base_q = torch.div(rem0[:, :d], q, rounding_mode="floor").to(torch.int64)  # N×d
-        # Compress each coordinate: gaps > 4 between occupied values shrink to 4. Vertex and
-        # neighbour coordinates stay within [v-2, v+1] of an occupied value v, so no equality
-        # between keys changes, while the radix stays ≤ 4·(#distinct values) (tiny bandwidths).
-        cols = []
-        for i in range(d):  # loop over the D coordinates
-            u, inv_i = torch.unique(base_q[:, i], return_inverse=True)
-            pos = torch.zeros_like(u)
-            pos[1:] = torch.cumsum((u[1:] - u[:-1]).clamp_max(4), 0)
-            cols.append(pos[inv_i])
-        base_q = torch.stack(cols, 1)
-        kmin = base_q.amin(dim=0) - 2  # one below the smallest vertex, one for neighbours
-        kmax = base_q.amax(dim=0) + 1
-        radix = (kmax - kmin + 1).tolist()
+        # where key_i div q = k_i - [rank_i > d - r]. Only the first D coordinates are kept.
         nb = int(batch_id.max().item()) + 1 if n > 0 else 1
-        total = nb * q
-        for rr in radix:
-            total *= rr
+        base_q = k[:d]
+        radix, total = _radix(base_q, nb, q)
+        if total // q * q**q >= 2**62:  # sparse coordinates (tiny bandwidths): close the gaps
+            base_q = _compress_gaps(base_q)
+            radix, total = _radix(base_q, nb, q)
         if total >= 2**62:
             raise ValueError(
                 "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
@@ -129,52 +177,60 @@ class PermutohedralLattice:
             strides.append(acc)
             acc *= rr
         strides = list(reversed(strides))  # stride of coordinate i
-        bstride = acc
         st = torch.tensor(strides + [0], dtype=torch.int64, device=dev)  # coordinate d: not stored
-        base = batch_id.to(torch.int64) * bstride + ((base_q - kmin) * st[:d]).sum(-1)  # N
-        by_rank = torch.zeros(n, q, dtype=torch.int64, device=dev)
-        by_rank.scatter_(1, rank, st.expand(n, q))  # [n, k] = stride of the coordinate of rank k
-        # suffix[n, r] = Σ_{k > d - r} by_rank[n, k]
+        kmin = base_q.amin(dim=1) - 2 if n > 0 else torch.zeros(d, dtype=torch.int64, device=dev)
+        base = batch_id.to(torch.int64) * acc - int((kmin * st[:d]).sum())  # N, multiples of q
+        for i in range(d):
+            base += base_q[i] * strides[i]
+
+        # Points of one simplex share its vertices: sort the N simplex keys (base, rank), build the
+        # vertices of the S distinct simplices only (one sort of S·q keys), then expand to the points.
+        if total // q * q**q < 2**62:
+            skey = base // q * q**q
+            for j in range(q):
+                skey += rank[j] * q**j
+        else:  # no room for the rank in the key: every point is its own simplex
+            skey = torch.arange(n, dtype=torch.int64, device=dev)
+        sorted_skey, pperm = torch.sort(skey)
+        sfirst = torch.ones_like(sorted_skey, dtype=torch.bool)
+        sfirst[1:] = sorted_skey[1:] != sorted_skey[:-1]
+        sstart = torch.nonzero(sfirst, as_tuple=False).squeeze(1)  # S: first sorted point of each simplex
+        ns = sstart.numel()
+        scount = torch.diff(sstart, append=torch.tensor([n], device=dev))
+        sinv = torch.empty(n, dtype=torch.int64, device=dev)
+        sinv[pperm] = torch.cumsum(sfirst.to(torch.int64), 0) - 1
+        rep = pperm.index_select(0, sstart)  # a point of each simplex
+        by_rank = torch.zeros(ns, q, dtype=torch.int64, device=dev)
+        by_rank.scatter_(1, rank.index_select(1, rep).t(), st.expand(ns, q))  # [s, j]: stride of the rank-j coordinate
+        # suffix[s, r] = Σ_{j > d - r} by_rank[s, j]
         suffix = torch.cumsum(by_rank.flip(1), 1)
-        suffix = torch.cat([torch.zeros(n, 1, dtype=torch.int64, device=dev), suffix[:, :d]], 1)
-        enc = base[:, None] - suffix + idx[None, :]  # N×q
-        # One sort gives the vertex list, each point's vertex indices and the splat CSR layout.
-        sorted_enc, perm = torch.sort(enc.reshape(-1))
+        suffix = torch.cat([torch.zeros(ns, 1, dtype=torch.int64, device=dev), suffix[:, :d]], 1)
+        enc = base.index_select(0, rep)[:, None] - suffix + torch.arange(q, device=dev)[None, :]  # S×q keys
+        sorted_enc, eperm = torch.sort(enc.reshape(-1))
         first = torch.ones_like(sorted_enc, dtype=torch.bool)
         first[1:] = sorted_enc[1:] != sorted_enc[:-1]
         uniq = sorted_enc[first]
         m = uniq.numel()
         self.num_vertices = m
-        ids = torch.cumsum(first.to(torch.int64), 0) - 1
-        inv = torch.empty_like(ids)
-        inv[perm] = ids
-        self.vert = inv.view(n, q)
+        svert = torch.empty(ns * q, dtype=torch.int64, device=dev)
+        svert[eperm] = torch.cumsum(first.to(torch.int64), 0) - 1
+        self.vert = svert.view(ns, q).index_select(0, sinv)  # N×q
 
-        # Neighbours along +u_j (u_j = 1 - q e_j): linear in the packed key, with a carry when r = d.
-        rem = uniq % q
-        carry = (rem == d).to(torch.int64)
-        sum_st = int(sum(strides))
-        nbr_plus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
-        nbr_minus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
-        src = torch.arange(m, device=dev)
-        for j in range(q):  # loop over the D+1 lattice directions
-            step = carry * (sum_st - q) + 1 - (strides[j] if j < d else 0)
-            target = uniq + step
-            pos = torch.searchsorted(uniq, target).clamp_max_(m - 1)
-            found = uniq[pos] == target
-            nbr_plus[j, :m] = torch.where(found, pos, torch.full_like(pos, m))
-            nbr_minus[j, pos[found]] = src[found]
-        self.nbr_plus = nbr_plus
-        self.nbr_minus = nbr_minus
-        vol = q ** (d - 0.5) / inv_std**d
-        self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
-        # Splat / slice as CSR matrices (fastest on CPU and CUDA): splat (M+1)×N, slice N×(M+1).
+        # Splat CSR layout: the (simplex, r) pairs in vertex order, each expanded to its points.
+        pair_s = torch.div(eperm, q, rounding_mode="floor")
+        count = scount.index_select(0, pair_s)
+        offset = torch.cumsum(count, 0) - count  # first entry of each pair
+        entry = torch.repeat_interleave(sstart.index_select(0, pair_s) - offset, count)
+        entry += torch.arange(n * q, device=dev)  # position in pperm of each entry's point
+        self._splat_col = pperm.index_select(0, entry)
+        self._splat_perm = torch.repeat_interleave(eperm - pair_s * q, count).add_(self._splat_col, alpha=q)
         self._splat_crow = torch.full((m + 2,), n * q, dtype=torch.int64, device=dev)
-        self._splat_crow[:m] = torch.nonzero(first, as_tuple=False).squeeze(1)
-        self._splat_col = torch.div(perm, q, rounding_mode="floor")
-        self._splat_perm = perm
+        self._splat_crow[:m] = offset[torch.nonzero(first, as_tuple=False).squeeze(1)]
         self._slice_crow = torch.arange(0, n * q + 1, q, dtype=torch.int64, device=dev)
         self._mats: dict = {}
+        self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
+        vol = q ** (d - 0.5) / inv_std**d
+        self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
 
     @staticmethod
     def _csr(crow, col, val, size) -> torch.Tensor:
@@ -188,8 +244,8 @@ class PermutohedralLattice:
         if mats is None:
             n, q = self.vert.shape
             m = self.num_vertices
-            w = self.bary.to(dtype).reshape(-1)
-            splat = self._csr(self._splat_crow, self._splat_col, w[self._splat_perm], (m + 1, n))
+            w = torch.empty(n, q, dtype=dtype, device=self.bary.device).copy_(self.bary).view(-1)
+            splat = self._csr(self._splat_crow, self._splat_col, w.index_select(0, self._splat_perm), (m + 1, n))
             slc = self._csr(self._slice_crow, self.vert.reshape(-1), w, (n, m + 1))
             mats = (splat, slc)
             self._mats[dtype] = mats
