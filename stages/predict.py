@@ -5,7 +5,7 @@ float32 probabilities). With several ``scales`` and/or ``flip`` the probabilitie
 for each scale ``s`` the image is resized bilinearly to ``round(s·H)×round(s·W)``, the softmax of
 the logits is resized back to ``H×W`` (bilinear, ``align_corners=True`` as the model's own
 upsampling), and with ``flip`` the mirrored image's probabilities are mirrored back and averaged
-too (``2·len(scales)`` passes).
+too (``2·len(scales)`` passes). The pass loop is :func:`wsss.inference.multiscale_flip_sum`.
 
 Images: ``data`` / ``layout`` / ``split`` where given, else the dataset recorded in the checkpoint
 (the training images; ``split`` overrides its split). Images are independent: ``--workers``
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
+from wsss.inference import multiscale_flip_sum, scaled_size
 from wsss.models import DeepLabV3Plus, ModelConfig
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
@@ -78,21 +79,14 @@ def predict_probs(model: nn.Module, image: Tensor, scales: Sequence[float] = (1.
     Returns:
         ``B×K×H×W`` float32 probabilities.
     """
-    h, w = image.shape[-2:]
-    total = None
-    passes = 0
-    for s in scales:
-        size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
-        x = image if size == (h, w) else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        for mirrored in ((False, True) if flip else (False,)):
-            inp = x.flip(-1) if mirrored else x
-            p = torch.softmax(model(inp).float(), dim=1)
-            if mirrored:
-                p = p.flip(-1)
-            if size != (h, w):
-                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=True)
-            total = p if total is None else total + p
-            passes += 1
+    full = tuple(image.shape[-2:])
+
+    def image_at(scale: float) -> Tensor:
+        size = scaled_size(full, scale)
+        return image if size == full else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+
+    total, passes = multiscale_flip_sum(lambda x: torch.softmax(model(x).float(), dim=1), image_at, full, scales,
+                                        flip, align_corners=True)
     return total / passes
 
 

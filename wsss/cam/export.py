@@ -2,8 +2,9 @@
 
 Spec: ``cam.md`` ("CAM export"). For each scale (default {0.5, 1, 1.5, 2}, PIL bicubic resize of
 the uint8 image) and each of {image, horizontal flip} (8 passes), the foreground scores are
-upsampled bilinearly (``align_corners=False``) to the original size, flipped back and summed over
-passes; only the classes present in the image are kept (= multiplying by the tag vector). The sum
+flipped back, upsampled bilinearly (``align_corners=False``, as the hfpl / SEAM export code) to the
+original size and summed over passes (the pass loop is :func:`wsss.inference.multiscale_flip_sum`);
+only the classes present in the image are kept (= multiplying by the tag vector). The sum
 is clipped at 0 and min–max normalized per class as ``r``:
 ``ReLU(ReLU(Σ) − m − ε) / (M − m + ε)``, ε = 1e-5.
 
@@ -24,6 +25,7 @@ from torch import Tensor
 from wsss.cam.losses import CAM_EPS
 from wsss.constants import IMAGENET_MEAN, IMAGENET_STD, PIXEL_MAX
 from wsss.errors import UserError
+from wsss.inference import multiscale_flip_sum, scaled_size
 
 #: Export scales of the hfpl / SEAM inference code (cam.md).
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0)
@@ -37,9 +39,8 @@ def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
     """PIL bicubic resize of an ``H×W×3`` uint8 image by ``scale`` (size rounded to nearest, ≥ 1)."""
     if scale == 1:
         return image
-    h, w = image.shape[:2]
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    return np.asarray(Image.fromarray(image).resize(size, resample=Image.BICUBIC))
+    h, w = scaled_size(image.shape[:2], scale)
+    return np.asarray(Image.fromarray(image).resize((w, h), resample=Image.BICUBIC))
 
 
 def normalize_image(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -96,18 +97,18 @@ def export_cams(model: ScoreFn, image: np.ndarray, tags: Sequence[int] | np.ndar
     classes = present_channels(tags, num_classes, label_offset)
     h, w = image.shape[:2]
     channels = torch.as_tensor(classes.astype(np.int64) - label_offset, device=device)
-    total = torch.zeros(len(classes), h, w, dtype=dtype, device=device)
     if not len(classes):
-        return total.cpu().numpy(), classes
-    for scale in scales:
-        x = normalize_image(resize_image(image, scale), mean, std, device, dtype)
-        for flipped in ((False, True) if flip else (False,)):
-            xin = x.flip(-1) if flipped else x
-            s = model(xin)
-            if s.dim() != 4 or s.shape[:2] != (1, num_classes):
-                raise ValueError(f"model must return 1×{num_classes}×h×w scores, got {tuple(s.shape)}")
-            s = s[:, channels].to(dtype)
-            s = F.interpolate(s, size=(h, w), mode="bilinear", align_corners=False)[0]
-            total += s.flip(-1) if flipped else s
+        return torch.zeros(0, h, w, dtype=dtype).numpy(), classes
+
+    def present_scores(x: Tensor) -> Tensor:
+        s = model(x)
+        if s.dim() != 4 or s.shape[:2] != (1, num_classes):
+            raise ValueError(f"model must return 1×{num_classes}×h×w scores, got {tuple(s.shape)}")
+        return s[:, channels].to(dtype)
+
+    total, _ = multiscale_flip_sum(present_scores,
+                                   lambda scale: normalize_image(resize_image(image, scale), mean, std, device, dtype),
+                                   (h, w), scales, flip, align_corners=False)
+    total = total[0]
     out = normalize_cams(total) if normalize else total
     return out.cpu().numpy(), classes
