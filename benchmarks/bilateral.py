@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bilateral.py --device cpu --sizes 64 128 256 512
-    python benchmarks/bilateral.py --calibrate ../shared/data/camvid/train/images --frames 3
+    python benchmarks/bilateral.py --calibrate CAMVID/train/images --frames 3
 
 Timing (default): K = 21 smooth random maps on a random-texture image (or ``--frame`` resized to
 n²), σ_rgb 15, σ_xy 100; prints lattice time (build + one filtering, and one filtering with the

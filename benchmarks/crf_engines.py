@@ -6,7 +6,7 @@ Usage::
     python benchmarks/crf_engines.py --time --clock process                  # CPU time (shared machine)
     python benchmarks/crf_engines.py --time --sizes 512 --device cuda --batch 8
     python benchmarks/crf_engines.py --agree demo                            # wsss demo-data, in memory
-    python benchmarks/crf_engines.py --agree ../shared/data/camvid --split val
+    python benchmarks/crf_engines.py --agree CAMVID --split val
 
 Timing (``--time``): one CRF of an n×n photograph-like image (a CamVid frame resized when
 ``--frame`` is given, else a synthetic one), K = 21 smooth random class maps, 10 iterations, DeepLab

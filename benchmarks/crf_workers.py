@@ -17,7 +17,7 @@ counted; it is a constant per run, not per image.
 Examples::
 
     python benchmarks/crf_workers.py --demo --images 48
-    python benchmarks/crf_workers.py --data ../shared/data/camvid --split val --images 64
+    python benchmarks/crf_workers.py --data CAMVID --split val --images 64
 """
 
 from __future__ import annotations

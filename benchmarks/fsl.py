@@ -1,5 +1,5 @@
 """Cost of the feature similarity loss (exact all-pairs and windowed) against the classifier's
-forward + backward pass, at the paper's grid size (cam.md: stride-8 grid of a 448 crop = 56×56).
+forward + backward pass, at the paper's grid size (docs/methods.md §6: stride-8 grid of a 448 crop = 56×56).
 
 Usage::
 

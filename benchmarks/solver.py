@@ -1,5 +1,5 @@
 """Pseudo-label solver: agreement with the exact random-walker optimum and wall time, paper setting
-versus the toolkit default (self-labeling.md §6).
+versus the toolkit default (docs/methods.md §4.5).
 
 Usage::
 

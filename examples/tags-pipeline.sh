@@ -11,7 +11,7 @@
 # CAM_BATCH (8), CAM_CROP (96), CAM_WIDTH (MobileNetV2 width for the classifier, 0.5), SEG_EPOCHS (8),
 # SEG_LR (0.02), SEG_WIDTH (0.5), SOLVER_STEPS (30), RULE (affinity), WEIGHTS (a torchvision
 # MobileNetV2 state dict for both networks; default random init — nothing is downloaded).
-# Small-budget deviations from cam.md (448 crops, 8 epochs, lr 0.01, ImageNet ResNet-50) are forced
+# Small-budget deviations from docs/methods.md §6 (448 crops, 8 epochs, lr 0.01, ImageNet ResNet-50) are forced
 # by the CPU budget and the random init; they are passed explicitly below. Seeded: reruns give the
 # same numbers, and a rerun in the same OUT skips finished steps.
 set -euo pipefail
@@ -55,7 +55,7 @@ cam_run() {
   [ -f "$OUT/cams/$name.metrics.json" ] || $WSSS eval "$OUT/cams/$name.h5" --out "$OUT/cams/$name.metrics.json" > /dev/null
 }
 
-step "2. CAM classifier: binomial posterior, ISL + FSL (cam.md defaults for the losses)"
+step "2. CAM classifier: binomial posterior, ISL + FSL (docs/methods.md §6 defaults for the losses)"
 cam_run binomial-isl-fsl --posterior binomial
 
 if [ -n "${ABLATION:-}" ]; then

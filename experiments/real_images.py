@@ -34,7 +34,7 @@ Annotations (all generated from the train masks with :mod:`wsss.stages.prepare`,
 Every method trains with the same default weights on every annotation: each loss term is its own mean
 (pCE over the seed pixels), so a weight means the same at any seed density.
 
-Methods (``wsss train --loss ...`` with the spec defaults unless ``--tuned``):
+Methods (``wsss train --loss ...`` with the toolkit defaults, docs/methods.md, unless ``--tuned``):
 ``full`` (dense masks, the upper bound), ``pce``, ``gridcrf``, ``densecrf``, ``ncut``, ``kernelcut``,
 ``collision`` (soft self-labeling), ``collision-hard`` (``--hard``), ``proposals`` (offline: the pce
 model predicts on train → ``solve`` → ``train --loss pseudo``) and ``solver`` (``solve --init uniform``

@@ -1,4 +1,4 @@
-"""Stages ``cam train``, ``cam export`` and ``cam seeds``: image tags → CAMs → seeds (cam.md).
+"""Stages ``cam train``, ``cam export`` and ``cam seeds``: image tags → CAMs → seeds (docs/methods.md §6).
 
 - :func:`run_train`: images + ``tags`` artifact → run directory (the CAM classifier on the
   toolkit's training loop, :mod:`wsss.cam.training`).
@@ -55,7 +55,7 @@ def run_export(checkpoint: str | Path, out: str | Path, *, tags: str | Path | No
                config: Mapping[str, Any] | None = None) -> Path:
     """CAMs of every image of the tags artifact (default: the one the run was trained on).
 
-    ``scales`` (default 0.5, 1, 1.5, 2) × ``flip``: the passes of cam.md; the stored map is the
+    ``scales`` (default 0.5, 1, 1.5, 2) × ``flip``: the passes of docs/methods.md §6; the stored map is the
     classifier's CAM (``export_map`` "cam"; SEAM's PCM-refined map does not exist here).
     """
     from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
@@ -151,7 +151,7 @@ def run_seeds(cams: str | Path, out: str | Path, *, rule: str = "affinity", tags
     """CAMs → a ``seeds`` artifact (see the module docstring).
 
     ``alpha_low``/``alpha_high`` default by the CAMs' posterior: 1/24 binomial (hfpl), 2/4
-    multinomial (cam.md). ``crf=None``: affinity rule without DenseCRF (plain arg-max). ``tags``:
+    multinomial (docs/methods.md §6). ``crf=None``: affinity rule without DenseCRF (plain arg-max). ``tags``:
     default the tags artifact recorded in the cams artifact; when available, every image's CAM
     classes must be among its tags; the ``boxes`` rule needs its boxes.
     """

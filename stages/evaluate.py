@@ -14,11 +14,11 @@ What is evaluated depends on the artifact kind, through a registry of *label rea
   fraction of the ground-truth-labelled pixels). Boundary F is not defined for sparse labels.
 
 - ``cams`` (``wsss cam export``): the CAM pseudo-label at the background threshold ``t``
-  (``cam_threshold``, default 0.25, cam.md's F threshold): arg-max over ``{t, r_c of the present
-  classes}``, evaluated like ``predictions`` (J, accuracy, boundary F of evaluation.md: mean over
-  (image, class) pairs). Plus the background-threshold sweep of cam.md (HFPL code): J for t in
+  (``cam_threshold``, default 0.25, the F threshold of docs/methods.md §6.7): arg-max over ``{t, r_c of the present
+  classes}``, evaluated like ``predictions`` (J, accuracy, boundary F of docs/methods.md §8: mean over
+  (image, class) pairs). Plus the background-threshold sweep of docs/methods.md §6.7 (hfpl code): J for t in
   0.00–0.59 (step 0.01) from one confusion per t over the set, the curve, its best t and J
-  (:class:`wsss.cam.threshold_sweep.ThresholdSweep`). cam.md's set-accumulated F variant is not
+  (:class:`wsss.cam.threshold_sweep.ThresholdSweep`). The hfpl code's set-accumulated F variant (docs/methods.md §6.7) is not
   computed.
 
 ``crf`` applies the DenseCRF of :mod:`wsss.stages.crf` to the soft scores first (the label is
@@ -119,7 +119,7 @@ register_label_reader("predictions", _soft_reader, soft=True)
 register_label_reader("pseudolabels", _soft_reader, soft=True)
 register_label_reader("seeds", _seed_reader, sparse=True)
 
-#: background score t of the CAM pseudo-label evaluated besides the sweep (cam.md: F at t = 0.25)
+#: background score t of the CAM pseudo-label evaluated besides the sweep (docs/methods.md §6.7: F at t = 0.25)
 CAM_THRESHOLD = 0.25
 
 
@@ -427,7 +427,7 @@ def run(
             "sweep": {"thresholds": [float(t) for t in swept.thresholds], "j": [_nan_to_none(float(v)) for v in swept.j],
                       "best_threshold": swept.best_threshold, "best_j": _nan_to_none(swept.best_j),
                       "convention": "one confusion over the set per t (GT 255 ignored), mean IoU over classes "
-                                    "present in GT or prediction (cam.md, HFPL code)"},
+                                    "present in GT or prediction (docs/methods.md §6.7, hfpl code)"},
         }
     report["confusion"] = region["confusion"]
 

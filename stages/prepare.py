@@ -15,7 +15,7 @@ The artifact's root attribute ``stats`` holds :class:`~wsss.annotations.stats.Se
 :class:`~wsss.annotations.stats.TagStatistics` (JSON); each image group has attributes
 ``objects`` and ``objects_without_seed`` when dense masks were available.
 
-Formats and defaults: spec/annotations.md; artifact layouts: docs/artifacts.md.
+Formats and defaults: docs/methods.md §7; artifact layouts: docs/artifacts.md.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from wsss.paths import StageInputs
 DEFAULT_WIDTH = 3  # imported ScribbleSup XML: rloss's conversion, 3 px (generated: wsss.annotations.rule.stroke_width)
 DEFAULT_MIN_AREA = 16  # objects="all": smaller objects get a point instead of a scribble
 DEFAULT_OBJECTS = "large"  # the object rule of wsss.annotations.rule
-DEFAULT_BLOCK_SIZE = 32  # toolkit choice: TEL's block size is not documented in the spec
+DEFAULT_BLOCK_SIZE = 32  # toolkit choice: TEL's block size is not published
 DEFAULT_KEEP = 0.5  # toolkit choice
 
 

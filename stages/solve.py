@@ -1,5 +1,5 @@
 """Stage ``solve``: soft pseudo-labels from seeds (and network predictions) with the self-labeling
-solver (self-labeling.md §6, :func:`wsss.potts.solver.solve_pseudolabels`).
+solver (docs/methods.md §4.5, :func:`wsss.potts.solver.solve_pseudolabels`).
 
 Reads a ``seeds`` artifact (``label``, H×W uint8, 255 = unlabelled), optionally a ``predictions``
 (``scores``) or ``pseudolabels`` (``probs``) artifact with class probabilities at image size, and the

@@ -1,10 +1,10 @@
 """Stage ``superpixels``: SLIC over-segmentation of every image of a dataset.
 
 Writes a ``superpixels`` artifact: per image ``segments`` (H×W int32, labels 0..n−1, each
-segment 4-connected). Used as URSS pseudo-boundaries (urss.md: boundary pixels of a SLIC map)
-and as SPML's low-level regions (spml.md: SLIC as a stated substitute for HED-owt-ucm).
+segment 4-connected). Used as URSS pseudo-boundaries (docs/methods.md §9: boundary pixels of a SLIC map)
+and as SPML's low-level regions (docs/methods.md §10: SLIC as a stated substitute for HED-owt-ucm).
 
-Defaults (toolkit choices; URSS used MATLAB SLIC with unpublished parameters, urss.md):
+Defaults (toolkit choices; URSS used MATLAB SLIC with unpublished parameters, docs/methods.md §9):
 
 - ``n_segments = 200``: the requested number of segments (skimage's own default is 100); about
   46 px per segment on a 96×96 demo image, about 940 px (≈ 30×30) on a 500×375 VOC image.

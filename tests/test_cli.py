@@ -62,10 +62,10 @@ def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path):
 
 
 def test_help_keeps_bracketed_default_sources():
-    """Option help quotes its source as "[paper: 60]"; rich markup would swallow the brackets."""
+    """Option help quotes its source as "[Zhang & Boykov 2025: 60]"; rich markup would swallow the brackets."""
     result = runner.invoke(app, ["train", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    assert "[paper: 60]" in result.output
+    assert "[Zhang & Boykov 2025: 60]" in result.output
 
 
 def _leaf_commands(group, prefix=()):

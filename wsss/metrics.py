@@ -1,8 +1,8 @@
 """Segmentation metrics: confusion matrix, IoU / mIoU (J), pixel accuracy, boundary F, J&F,
 soft Jaccard.
 
-The reference for every definition is ``spec/evaluation.md``; ``docs/metrics.md`` explains the
-conventions chosen where the spec leaves a choice. Summary:
+The definitions are those of docs/methods.md §8; ``docs/metrics.md`` details the conventions the
+toolkit chose where the references leave a choice. In short:
 
 - **Confusion matrix** ``C`` (K×K int64, rows = ground truth, columns = prediction), accumulated
   over the whole evaluated set (:class:`ConfusionMatrix`, also summed over ``torchrun`` ranks); ground-truth pixels equal to ``ignore_index`` (255) are skipped.

@@ -32,7 +32,7 @@ def _fmt(value, percent: bool = True) -> str:
 
 
 def print_report(report: dict) -> None:
-    """The per-class table and the summary lines of an evaluation (figures in %)."""
+    """The per-class table and the closing lines (totals) of an evaluation (figures in %)."""
     classes = report["classes"]
     title = f"{report['artifact_kind']} {report['artifact']['path']} — {report['images']} images"
     if report.get("crf"):
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         eps: float = eps_option(),
         engine: str = engine_option(),
         crf_device: str = crf_device_option(),
-        cam_threshold: float = typer.Option(0.25, "--cam-threshold", help="cams: background score t of the evaluated CAM pseudo-label [cam.md: 0.25, HFPL's F]; the J sweep over t = 0.00–0.59 is always reported."),
+        cam_threshold: float = typer.Option(0.25, "--cam-threshold", help="cams: background score t of the evaluated CAM pseudo-label [Jonnarth et al. 2024: 0.25, the hfpl code's F]; the J sweep over t = 0.00–0.59 is always reported."),
         workers: int = workers_option(),
     ) -> None:
         """Compare an artifact with the dense ground truth: per-class IoU, mIoU (J), pixel accuracy,

@@ -35,7 +35,7 @@ app = typer.Typer(
     "Each command is one pipeline stage reading and writing HDF5 artifacts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    # option help quotes sources as "[paper: 60]": print it literally, not as rich markup
+    # option help quotes sources as "[Zhang & Boykov 2025: 60]": print it literally, not as rich markup
     rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -1,7 +1,7 @@
 """``wsss prepare-scribbles | prepare-points | prepare-blocks | prepare-tags``: weak annotations.
 
 Option parsing and the statistics table only; the work is in :mod:`wsss.stages.prepare` and
-:mod:`wsss.annotations`. Formats and defaults: spec/annotations.md.
+:mod:`wsss.annotations`. Formats and defaults: docs/methods.md §7.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _mask_ignore_option() -> Any:
     return typer.Option(
         True, "--mask-ignore/--no-mask-ignore",
         help="Imported annotations: unlabel pixels whose dense mask label is 255 when the dataset has masks "
-        "(spec: no seed on an ignored pixel). Generated annotations always respect 255.",
+        "(docs/methods.md §7: no seed on an ignored pixel). Generated annotations always respect 255.",
     )
 
 
@@ -128,10 +128,10 @@ def register(app: typer.Typer) -> None:
         length_ratio: float = typer.Option(1.0, "--length-ratio", help="Keep the centred piece of relative length r of every scribble; 0 = one click "
                                            "(ScribbleSup/regularized-losses shortened scribbles use 0, 0.3, 0.5, 0.8, 1). Default 1: full length."),
         shrink_rate: float = typer.Option(0.0, "--shrink-rate", help="URSS scribble-shrink: keep a piece of relative length 1-s; 1 = a spot. Default 0 (off)."),
-        shrink_position: str = typer.Option("random", "--shrink-position", help="Where the shrunk piece sits: random (uniform start, toolkit default; the paper says 'shrunk randomly') or centre."),
-        drop_rate: float = typer.Option(0.0, "--drop-rate", help="URSS scribble-drop: each object loses its scribbles with probability d (paper: 0.1-0.5). Default 0 (off)."),
-        drop_unit: str = typer.Option("object", "--drop-unit", help="Drop per 'object' (URSS §5.1, default) or per 'scribble' (§5.4 wording)."),
-        drop_background: bool = typer.Option(False, "--drop-background/--keep-background", help="Allow dropping background scribbles (paper unspecified; default: background kept)."),
+        shrink_position: str = typer.Option("random", "--shrink-position", help="Where the shrunk piece sits: random (uniform start, toolkit default; Pan et al. 2021 say only 'shrunk randomly') or centre."),
+        drop_rate: float = typer.Option(0.0, "--drop-rate", help="URSS scribble-drop: each object loses its scribbles with probability d (Pan et al. 2021: 0.1-0.5). Default 0 (off)."),
+        drop_unit: str = typer.Option("object", "--drop-unit", help="Drop per 'object' (Pan et al. 2021, §5.1, default) or per 'scribble' (§5.4 wording)."),
+        drop_background: bool = typer.Option(False, "--drop-background/--keep-background", help="Allow dropping background scribbles (Pan et al. 2021 do not say; default: background kept)."),
         width: Optional[int] = typer.Option(None, "--width", help="Stroke width in px. Default: --xml 3 (rloss's ScribbleSup conversion, used by "
                                             "URSS and SPML); generated: 3 px per 500 px of the image's longer side, at least 1 (the same stroke "
                                             "relative to the image as those VOC scribbles: 1 px on 240×180 CamVid)."),
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
         min_object: float = _min_object_option(),
         min_area: int = typer.Option(16, "--min-area", help="Generated, --objects all: objects smaller than this many px get a point instead (toolkit default 16)."),
         erode: int = typer.Option(0, "--erode", help="Generated: erode each object by a disk of this radius before skeletonising (default 0)."),
-        background: bool = typer.Option(True, "--background/--no-background", help="Generated: scribble the background objects too (spec default: yes)."),
+        background: bool = typer.Option(True, "--background/--no-background", help="Generated: scribble the background objects too (default: yes, docs/methods.md §7.2)."),
         background_class: str = _background_class_option(),
         mask_ignore: bool = _mask_ignore_option(),
         layout: str = layout_option(),
@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         points: Optional[Path] = typer.Option(None, "--points", help="Import clicks from a CSV (image_id,x,y,class[,radius]) or JSON file; "
                                              "x = column, y = row, 0-based. Default: one click per object of the dense masks."),
         random: bool = typer.Option(False, "--random", help="Generated: a uniformly random pixel of each object instead of the pixel "
-                                    "farthest from its boundary (spec default: distance-transform maximum)."),
+                                    "farthest from its boundary (default: distance-transform maximum, docs/methods.md §7.2)."),
         radius: int = typer.Option(0, "--radius", help="Draw each click as a disk of this radius in px (default 0: one pixel; "
                                    "SPML's point data is 6 px wide, about --radius 3)."),
         objects: str = _objects_option(),
@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         dataset: Path = typer.Argument(..., help=DATASET_HELP),
         output: Path = typer.Argument(..., help=OUTPUT_HELP),
         block_size: int = typer.Option(32, "--block-size", help="Side of the square grid blocks in px (Tree Energy Loss block annotation; "
-                                       "TEL's value is not in the spec: toolkit default 32)."),
+                                       "TEL's value is not published: toolkit default 32)."),
         keep: float = typer.Option(0.5, "--keep", help="Fraction of blocks kept with their dense labels, chosen at random (toolkit default 0.5)."),
         objects: str = _objects_option(),
         min_object: float = _min_object_option(),

@@ -31,8 +31,8 @@ def _defaults_help() -> tuple[str, str]:
            f"[gridcrf: {GRIDCRF_LAMBDA:.4g} (demo search, converted to the per-pair mean); densecrf: {DENSECRF_WEIGHT:.4g} "
            f"(rloss's recommended weight 2e-9 × its batch 12, lattice-scale corrected); ncut: {NCUT_WEIGHT:.4g}, kernelcut: "
            f"{KERNELCUT_WEIGHT:.4g} (CamVid search, converted); collision: the solver's Potts weight, 60 (demo search, "
-           f"sum energy); CHANGELOG and docs/results.md].")
-    eta = (f"collision: weight η of CE(y,σ) in the solver's sum energy [0.3: the summary's value, confirmed on the demo "
+           f"sum energy); docs/methods.md §2–§4].")
+    eta = (f"collision: weight η of CE(y,σ) in the solver's sum energy [0.3: an unverified secondary source's value, confirmed on the demo "
            f"data against 0.1 and 1.0]; the network step weights the mean of CE(y,σ) over unlabelled pixels by "
            f"η × {SL_WEIGHT_PER_ETA:.4g} (the demo setting converted).")
     return lam, eta
@@ -125,16 +125,16 @@ def register(app: typer.Typer) -> None:
         layout: str = typer.Option("auto", "--layout", help="Dataset layout: auto, generic, voc, cityscapes, ade20k."),
         split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded, or train)."),
         # model
-        backbone: str = typer.Option("mobilenet_v2", "--backbone", help="mobilenet_v2 (paper ablations, rloss), resnet50, resnet101 (paper's best)."),
+        backbone: str = typer.Option("mobilenet_v2", "--backbone", help="mobilenet_v2 (Zhang & Boykov 2025 ablations, rloss), resnet50, resnet101 (Zhang & Boykov 2025's best)."),
         output_stride: int = typer.Option(16, "--output-stride", help="16 (rloss) or 8."),
         width_mult: float = typer.Option(1.0, "--width-mult", help="MobileNetV2 width multiplier (ImageNet weights exist for 1.0)."),
         head_channels: int = typer.Option(256, "--head-channels", help="ASPP/decoder channels [DeepLabV3+: 256]."),
         weights: Optional[str] = typer.Option(None, "--weights", help="ImageNet backbone weights: a torchvision state-dict file, or 'imagenet' (downloads). Default: random init (warning)."),
         # schedule
-        epochs: int = typer.Option(60, "--epochs", help="Epochs [paper: 60]."),
-        batch_size: int = typer.Option(12, "--batch-size", help="Images per step and process [paper: 12]."),
-        lr: float = typer.Option(0.0007, "--lr", help="Backbone learning rate, poly decay [paper: 0.0007]."),
-        lr_power: float = typer.Option(0.9, "--lr-power", help="Poly decay power [paper: 0.9]."),
+        epochs: int = typer.Option(60, "--epochs", help="Epochs [Zhang & Boykov 2025: 60]."),
+        batch_size: int = typer.Option(12, "--batch-size", help="Images per step and process [Zhang & Boykov 2025: 12]."),
+        lr: float = typer.Option(0.0007, "--lr", help="Backbone learning rate, poly decay [Zhang & Boykov 2025: 0.0007]."),
+        lr_power: float = typer.Option(0.9, "--lr-power", help="Poly decay power [Zhang & Boykov 2025: 0.9]."),
         momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum [rloss: 0.9]."),
         weight_decay: float = typer.Option(5e-4, "--weight-decay", help="SGD weight decay [rloss: 5e-4]."),
         head_lr_mult: float = typer.Option(10.0, "--head-lr-mult", help="lr multiplier of ASPP + decoder [rloss: 10]."),
@@ -148,10 +148,10 @@ def register(app: typer.Typer) -> None:
         eta: Optional[float] = typer.Option(None, "--eta", help=_ETA_HELP),
         relaxation: Optional[str] = typer.Option(None, "--relaxation", help="Potts relaxation (gridcrf, collision) [collision-divergence]."),
         ce: Optional[str] = typer.Option(None, "--ce", help="collision: CE term standard, reverse, collision [collision]."),
-        neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="nn4 (paper) or nn8; dn for collision with bilinear/quadratic [nn4]."),
-        bandwidth: Optional[float] = typer.Option(None, "--bandwidth", help="Grid colour bandwidth s, RGB 0–255 [paper VOC: 9]."),
-        solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="collision: solver steps per batch [mirror: 20 (toolkit training budget, docs/demo-results.md); sgd: 200 (paper)]."),
-        solver_lr: Optional[float] = typer.Option(None, "--solver-lr", help="collision: solver step size [mirror: 1.0 (toolkit, preconditioned); sgd: 0.075 (paper)]."),
+        neighbourhood: Optional[str] = typer.Option(None, "--neighbourhood", help="nn4 (Zhang & Boykov 2025) or nn8; dn for collision with bilinear/quadratic [nn4]."),
+        bandwidth: Optional[float] = typer.Option(None, "--bandwidth", help="Grid colour bandwidth s, RGB 0–255 [Zhang & Boykov 2025, VOC: 9]."),
+        solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="collision: solver steps per batch [mirror: 20 (toolkit training budget, docs/demo-results.md); sgd: 200 (Zhang & Boykov 2025)]."),
+        solver_lr: Optional[float] = typer.Option(None, "--solver-lr", help="collision: solver step size [mirror: 1.0 (toolkit, preconditioned); sgd: 0.075 (Zhang & Boykov 2025)]."),
         solver_optimizer: Optional[str] = typer.Option(None, "--solver-optimizer", help="collision: solver optimizer: mirror (convex start + preconditioned mirror descent, toolkit default), sgd (the paper's plain GD) or adam [mirror]."),
         solver_option: List[str] = typer.Option([], "--solver-option", help="collision: any other SolverConfig field, KEY=VALUE (repeatable)."),
         crf_option: List[str] = typer.Option([], "--crf-option", help="densecrf/ncut/kernelcut: keyword option of the loss function, KEY=VALUE (repeatable), e.g. sigma_rgb=15."),

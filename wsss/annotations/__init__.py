@@ -2,7 +2,7 @@
 
 Every function here works on one image and plain numpy arrays; the ``prepare-*`` stages
 (:mod:`wsss.stages.prepare`) run them over a dataset and write ``seeds`` / ``tags`` artifacts.
-Formats, generators and defaults follow ``spec/annotations.md``.
+Formats, generators and defaults follow docs/methods.md §7.
 
 Conventions:
 

@@ -4,7 +4,7 @@ A stroke of width ``w`` is its 1-px centre line (8-connected, Bresenham via
 ``skimage.draw.line``) stamped with :func:`footprint` ``(w)``: the pixels of a disk of diameter
 ``w`` (for odd ``w`` centred on the pixel; for even ``w`` centred half a pixel up-left). ``w = 3``
 gives the 3×3 square, i.e. a line 3 px wide, the rloss convention for ScribbleSup
-(spec/annotations.md); ``w = 1`` gives the centre line alone.
+(docs/methods.md §7); ``w = 1`` gives the centre line alone.
 """
 
 from __future__ import annotations

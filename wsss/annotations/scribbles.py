@@ -40,7 +40,7 @@ class Scribble:
         cls: class index.
         path: P×2 int64 (row, col) pixels in stroke order, consecutive pixels 8-adjacent (P ≥ 1).
         obj: object index (0-based): the dense-mask object for generated scribbles, the polyline
-            index for imported ones (each polyline is one object, spec).
+            index for imported ones (each polyline is one object, docs/methods.md §7.2).
         clip: draw only inside object ``obj`` of the image's :class:`Objects` (generated scribbles).
     """
 

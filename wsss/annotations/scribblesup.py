@@ -17,7 +17,7 @@ Each ``<polygon>`` is an open polyline (a scribble, despite the name); it become
 :class:`~wsss.annotations.scribbles.Scribble` whose path is the 8-connected rasterisation of its
 vertices (:func:`~wsss.annotations.draw.rasterize_polyline`). Fractional coordinates are rounded
 to the nearest pixel. Drawing them ``--width`` px wide in file order (later ones overwrite earlier
-ones) gives the label map (spec/annotations.md).
+ones) gives the label map (docs/methods.md §7).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Statistics every prepare command prints and stores (spec/annotations.md, "Statistics").
+"""Statistics every prepare command prints and stores (docs/methods.md §7.2).
 
 Seeds: images, labelled-pixel fraction per image (mean, min, max; labelled pixels over all
 pixels), seeds per image (scribbles, clicks or labelled blocks drawn; mean, min, max), labelled pixels per

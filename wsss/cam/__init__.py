@@ -1,4 +1,4 @@
-"""Class activation maps from image tags (cam.md): classifier, GAP / ISL / FSL losses, multi-scale
+"""Class activation maps from image tags (docs/methods.md §6): classifier, GAP / ISL / FSL losses, multi-scale
 export, CAM → seeds, background-threshold sweep.
 
 Training: :mod:`wsss.cam.training` (``CamTask`` on the toolkit's one loop, ``wsss.training.run_task``;

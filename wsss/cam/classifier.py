@@ -1,6 +1,6 @@
 """Multi-label classification network whose last layer gives class scores per feature-grid cell.
 
-Spec: ``cam.md`` ("Scores, CAMs and posteriors", "Training defaults"). The head is a 1×1
+Method: docs/methods.md §6.1 and §6.4. The head is a 1×1
 convolution on top of any backbone that maps a ``B×3×H×W`` image batch to a ``B×C_f×h×w``
 feature map; its output ``s`` (``B×K×h×w``) are the class scores ``s_c(i, j)`` whose
 max-normalized form is the CAM.
@@ -8,7 +8,7 @@ max-normalized form is the CAM.
 Channel layout (used by every function of :mod:`wsss.cam`):
 
 - ``posterior="binomial"`` (default, the paper's proposal): ``K = C`` foreground channels, channel
-  ``c`` holds label value ``c + 1`` (class 0 = background, notation.md). Posterior
+  ``c`` holds label value ``c + 1`` (class 0 = background, docs/methods.md §1). Posterior
   ``b_c = sigmoid(s_c)`` per channel.
 - ``posterior="multinomial"`` (original ISL/FSL, kept for comparison): ``K = C + 1``, channel 0 is
   background and channel ``c`` holds label value ``c``. Posterior ``a = softmax_k(s)`` over all
@@ -38,7 +38,7 @@ POSTERIORS = ("binomial", "multinomial")
 BACKBONES = ("resnet50", "resnet101", "mobilenet_v2")
 OUTPUT_STRIDES = (8, 16, 32)
 
-#: SEAM's last layer: Dropout2d(0.5) then a bias-free 1×1 convolution (cam.md, training defaults).
+#: SEAM's last layer: Dropout2d(0.5) then a bias-free 1×1 convolution (docs/methods.md §6.4).
 DEFAULT_DROPOUT = 0.5
 
 
@@ -202,7 +202,7 @@ def build_backbone(name: str = "resnet50", output_stride: int = 8) -> nn.Module:
 
     ``name``: ``"resnet50"`` / ``"resnet101"`` (stride 8: layer3 and layer4 dilated; 16: layer4;
     32: none, via ``replace_stride_with_dilation``) or ``"mobilenet_v2"``. Default stride 8: the
-    CAM grid of cam.md (56×56 for a 448 crop). The returned module has ``out_channels``.
+    CAM grid of docs/methods.md §6 (56×56 for a 448 crop). The returned module has ``out_channels``.
     """
     import torchvision
 

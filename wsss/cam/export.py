@@ -1,6 +1,6 @@
 """CAMs at image resolution from a trained classifier: multi-scale + flip inference.
 
-Spec: ``cam.md`` ("CAM export"). For each scale (default {0.5, 1, 1.5, 2}, PIL bicubic resize of
+Method: docs/methods.md §6.5. For each scale (default {0.5, 1, 1.5, 2}, PIL bicubic resize of
 the uint8 image) and each of {image, horizontal flip} (8 passes), the foreground scores are
 flipped back, upsampled bilinearly (``align_corners=False``, as the hfpl / SEAM export code) to the
 original size and summed over passes (the pass loop is :func:`wsss.inference.multiscale_flip_sum`);
@@ -27,7 +27,7 @@ from wsss.constants import IMAGENET_MEAN, IMAGENET_STD, PIXEL_MAX
 from wsss.errors import UserError
 from wsss.inference import multiscale_flip_sum, scaled_size
 
-#: Export scales of the hfpl / SEAM inference code (cam.md).
+#: Export scales of the hfpl / SEAM inference code (docs/methods.md §6).
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0)
 
 #: ``model(x)``: ``1×3×h×w`` float normalised image → ``1×C×h'×w'`` foreground scores
@@ -84,7 +84,7 @@ def export_cams(model: ScoreFn, image: np.ndarray, tags: Sequence[int] | np.ndar
         image: ``H×W×3`` uint8 RGB.
         tags: label values of the classes present (class 0 = background is not a tag).
         num_classes: ``C``, channels returned by ``model``.
-        scales: resize factors (default {0.5, 1, 1.5, 2}, cam.md); ``flip``: add horizontal flips.
+        scales: resize factors (default {0.5, 1, 1.5, 2}, docs/methods.md §6); ``flip``: add horizontal flips.
         label_offset: channel = label − ``label_offset`` (default 1).
         normalize: apply :func:`normalize_cams` (default); False returns the raw pass sum.
 

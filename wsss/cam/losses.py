@@ -1,7 +1,7 @@
 """CAM-stage losses: GAP multi-label loss, importance sampling loss (ISL), feature similarity loss (FSL).
 
-Spec: ``cam.md`` (paper: hfpl-isl-fsl-binomial-cams.txt). All losses act on the native CAM grid
-(``h×w``, stride 8) and use the reductions of the hfpl code (notation.md exception): means over
+Method: docs/methods.md §6 (Jonnarth et al. 2024). All losses act on the native CAM grid
+(``h×w``, stride 8) and use the reductions of the hfpl code (docs/methods.md §2): means over
 classes, samples and images, and ``−1/(B·h·w)`` for FSL.
 
 Shapes: ``scores`` are ``B×K×h×w`` float logits in the channel layout of
@@ -30,15 +30,15 @@ from wsss.cam.classifier import check_posterior, foreground_scores, posterior_pr
 from wsss.constants import IMAGENET_MEAN, IMAGENET_STD
 from wsss.errors import UserError
 
-#: ε of the max-normalized CAM ``r`` (cam.md, code form).
+#: ε of the max-normalized CAM ``r`` (docs/methods.md §6.1, hfpl code).
 CAM_EPS = 1e-5
-#: Added to the posterior before normalising it into the sampling distribution ``p_c`` (cam.md (15)).
+#: Added to the posterior before normalising it into the sampling distribution ``p_c`` (docs/methods.md §6.2, eq. 20).
 SAMPLING_EPS = 1e-5
-#: Samples per class N (cam.md: plateau after 10, paper Table 5).
+#: Samples per class N (Jonnarth et al. 2024, Table 5: plateau after 10).
 DEFAULT_NUM_SAMPLES = 10
-#: ISL mixing weight λ per posterior (cam.md / paper Table 4: 0.2 binomial, 0.6 multinomial).
+#: ISL mixing weight λ per posterior (Jonnarth et al. 2024, Table 4: 0.2 binomial, 0.6 multinomial).
 DEFAULT_ISL_WEIGHT = {"binomial": 0.2, "multinomial": 0.6}
-#: FSL constants (cam.md: μ = 2.5, σ_fs = 5 grid cells, fixed; ε = 1e-5 in f).
+#: FSL constants (docs/methods.md §6: μ = 2.5, σ_fs = 5 grid cells, fixed; ε = 1e-5 in f).
 FSL_MU = 2.5
 FSL_SIGMA = 5.0
 FSL_EPS = 1e-5
@@ -50,7 +50,7 @@ _FSL_CHUNK_ELEMENTS = 1 << 22
 
 
 def default_isl_weight(posterior: str = "binomial") -> float:
-    """λ of eq. (16): 0.2 for the binomial posterior, 0.6 for the multinomial one (cam.md)."""
+    """λ of eq. (16): 0.2 for the binomial posterior, 0.6 for the multinomial one (docs/methods.md §6)."""
     return DEFAULT_ISL_WEIGHT[check_posterior(posterior)]
 
 
@@ -60,7 +60,7 @@ def tags_to_targets(tags: Sequence[Sequence[int]] | Sequence[Tensor], num_classe
     """Multi-hot targets ``B×C`` (``dtype``) from per-image lists of label values.
 
     Label value ``v`` sets channel ``v − label_offset`` (default 1: class 0 is background and is
-    never a tag, notation.md). A value outside ``[label_offset, label_offset + C)`` raises
+    never a tag, docs/methods.md §1). A value outside ``[label_offset, label_offset + C)`` raises
     :class:`UserError`.
     """
     y = torch.zeros(len(tags), num_classes, dtype=dtype, device=device)
@@ -86,7 +86,7 @@ def _check_scores(scores: Tensor, targets: Tensor, posterior: str) -> Tensor:
 # -- GAP ------------------------------------------------------------------------------------
 
 def image_scores(scores_fg: Tensor) -> Tensor:
-    """GAP image scores ``S_c = mean_{i,j} s_c(i, j)``: ``B×C×h×w`` → ``B×C`` (cam.md; the mean, not
+    """GAP image scores ``S_c = mean_{i,j} s_c(i, j)``: ``B×C×h×w`` → ``B×C`` (docs/methods.md §6; the mean, not
     the sum of the paper's eq. 3)."""
     return scores_fg.mean(dim=(2, 3))
 
@@ -121,7 +121,7 @@ def max_normalized_cam(scores_fg: Tensor, eps: float = CAM_EPS, subtract_min: bo
 
 def sample_positions(weights: Tensor, num_samples: int = DEFAULT_NUM_SAMPLES,
                      generator: torch.Generator | None = None) -> Tensor:
-    """Draw grid cells i.i.d. with replacement from ``p_c ∝ weights + 1e-5`` (cam.md (15)).
+    """Draw grid cells i.i.d. with replacement from ``p_c ∝ weights + 1e-5`` (docs/methods.md §6.2, eq. 20).
 
     ``weights``: ``B×C×h×w`` non-negative float (the posterior ``b`` or ``a``; detached here).
     Returns ``B×C×N`` int64 flat indices into ``h·w`` (row-major). ``generator`` (on the weights'
@@ -180,7 +180,7 @@ def isl_loss(scores: Tensor, targets: Tensor, num_samples: int = DEFAULT_NUM_SAM
 def classification_loss(scores: Tensor, targets: Tensor, weight: float | None = None,
                         num_samples: int = DEFAULT_NUM_SAMPLES, posterior: str = "binomial",
                         isl_scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """``L_cls = (1 − λ) L_ce + isl_scale · λ L_is^N`` (eq. 16; ``--isl-scale``, cam.md).
+    """``L_cls = (1 − λ) L_ce + isl_scale · λ L_is^N`` (eq. 16; ``--isl-scale``, docs/methods.md §6).
 
     ``weight`` λ defaults to :func:`default_isl_weight` (0.2 binomial, 0.6 multinomial);
     ``isl_scale`` 1 for SEAM, 0.1 for SIPE/MCTformer. λ = 0 returns exactly :func:`gap_loss` (no
@@ -202,7 +202,7 @@ def fsl_image(image: Tensor, size: Sequence[int], mean: Sequence[float] = IMAGEN
               std: Sequence[float] = IMAGENET_STD) -> Tensor:
     """FSL colours ``x``: the normalised (augmented) input crop ``B×3×H×W`` resized bilinearly
     (``align_corners=True``) to the CAM grid ``size = (h, w)``, de-normalised with ``mean``/``std``
-    and clamped to [0, 1]. Returns ``B×3×h×w`` of the image's dtype, detached (cam.md)."""
+    and clamped to [0, 1]. Returns ``B×3×h×w`` of the image's dtype, detached (docs/methods.md §6)."""
     x = F.interpolate(image.detach(), size=tuple(size), mode="bilinear", align_corners=True)
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -213,7 +213,7 @@ def fsl_gate(scores: Tensor, targets: Tensor, gate: str = "r", posterior: str = 
              bg_channel: bool = True, subtract_min: bool = True) -> Tensor:
     """Gate input of FSL (with gradient): ``B×K×h×w`` scores, ``B×C`` targets → ``B×K'×h×w``.
 
-    - ``"r"`` (default; J 66.9 vs 64.6 for ``b``, cam.md): :func:`max_normalized_cam` of the
+    - ``"r"`` (default; J 66.9 vs 64.6 for ``b``, docs/methods.md §6): :func:`max_normalized_cam` of the
       foreground channels, absent classes zeroed, plus (``bg_channel``, default on,
       ``--fsl-bg-channel``) channel 0 ``r_0 = 1 − max_{c present} r_c`` (1 when no class is present).
     - ``"b"``: the same with ``sigmoid(s_c)`` in place of ``r_c`` (paper's ablation).
@@ -330,7 +330,7 @@ def feature_similarity_loss(gate: Tensor, image: Tensor, mu: float = FSL_MU, sig
     Args:
         gate: ``B×K×h×w`` float, the gate input ``r`` (:func:`fsl_gate`), with gradient.
         image: ``B×3×h×w`` colours ``x`` in [0, 1] on the same grid (:func:`fsl_image`); constant.
-        mu, sigma: μ = 2.5 and σ_fs = 5 grid cells (cam.md, fixed).
+        mu, sigma: μ = 2.5 and σ_fs = 5 grid cells (docs/methods.md §6, fixed).
         window: ``None`` (default) = exact all-pairs sum, as the hfpl code. An int ``R`` keeps only
             pairs with ``|Δrow| ≤ R`` and ``|Δcol| ≤ R`` (ordered pairs still counted twice). This
             is an approximation: it drops the lattice Gaussian mass outside the square,
@@ -341,7 +341,7 @@ def feature_similarity_loss(gate: Tensor, image: Tensor, mu: float = FSL_MU, sig
             with structure at 2–4 cells, up to ~4 % for maps smooth over ~8 cells (the dropped
             far pairs carry the largest ``g``, and signs of ``f`` cancel in the total).
         valid: optional ``B×h×w`` bool/float mask; pairs with an endpoint outside it are dropped
-            (notation.md; the reduction stays ``1/(B·h·w)``).
+            (docs/methods.md §2; the reduction stays ``1/(B·h·w)``).
 
     Only ``g`` carries gradient (``w`` and ``f`` are constants; ``image`` is never differentiated):
     ``∂L/∂r_i = −2/(B·h·w) Σ_j w_ij f_ij (r_i − r_j)``. Similar pairs (``f < 0``) are pulled
@@ -372,7 +372,7 @@ def fsl_window_tail(radius: int, sigma: float = FSL_SIGMA, extent: int | None = 
     """Lattice Gaussian mass ``Σ_{(dy,dx) ∉ [−R,R]²} w(dy, dx)`` dropped by the window (infinite grid).
 
     With ``w`` of eq. (10) the full lattice sum is 1 to ~1e-10 for σ ≥ 1, so this is the dropped
-    fraction of an interior cell's weight (cam.md: ≈0.4 % for R = 15, σ = 5).
+    fraction of an interior cell's weight (docs/methods.md §6: ≈0.4 % for R = 15, σ = 5).
     """
     extent = int(extent if extent is not None else max(radius, math.ceil(12 * sigma)) + 1)
     d = torch.arange(-extent, extent + 1, dtype=torch.float64)

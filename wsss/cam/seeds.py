@@ -1,6 +1,6 @@
 """CAMs → seeds (sparse pseudo-labels, 255 = unlabelled) from image tags or boxes.
 
-Spec: ``cam.md`` ("CAM export and CAM → seeds / pseudo-labels"). Inputs are the exported CAMs of
+Method: docs/methods.md §6.6. Inputs are the exported CAMs of
 one image: ``cams`` ``T×H×W`` float in [0, 1] for its ``T`` present classes and ``classes`` ``T``
 int label values (as written by :func:`wsss.cam.export.export_cams`). Outputs are ``H×W`` uint8
 label maps: 0 = background, ``classes[t]`` = class, 255 = unlabelled. Per image, numpy, CPU.
@@ -29,14 +29,14 @@ from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, dense_crf
 from wsss.errors import UserError
 
-#: (α_low, α_high) of rule (a) (cam.md): binomial with ISL (hfpl), SEAM's original, multinomial.
+#: (α_low, α_high) of rule (a) (docs/methods.md §6): binomial with ISL (hfpl), SEAM's original, multinomial.
 AFFINITY_ALPHAS = {"binomial": (1.0, 24.0), "seam": (4.0, 24.0), "multinomial": (2.0, 4.0)}
 #: Rule (b), SPML: background power and minimum winning score.
 SPML_ALPHA = 6.0
 SPML_MIN_SCORE = 0.2
 #: Boxes → seeds: normalized-CAM threshold inside a box (SPML).
 BOX_THRESHOLD = 0.5
-#: ε of the in-box min–max normalization (as the CAM normalization of cam.md).
+#: ε of the in-box min–max normalization (as the CAM normalization of docs/methods.md §6).
 BOX_EPS = 1e-5
 #: ``refine(probs, image) -> probs``: ``K×H×W`` float32 (sums to 1 per pixel) and ``H×W×3`` uint8
 #: → ``K×H×W`` float. Plug the crf stage's function here.
@@ -71,7 +71,7 @@ def densecrf_refine(probs: np.ndarray, image: np.ndarray, params: CRFParams | No
     """DenseCRF refinement of rule (a): ``K×H×W`` probabilities + ``H×W×3`` uint8 RGB → ``K×H×W``
     float32 marginals, via the toolkit's :func:`wsss.crf.dense_crf` (one CRF code path).
 
-    Defaults :class:`wsss.crf.CRFParams` = cam.md's for this step: 10 iterations, Gaussian sxy 3
+    Defaults :class:`wsss.crf.CRFParams` = those of docs/methods.md §6.6 for this step: 10 iterations, Gaussian sxy 3
     compat 3, bilateral sxy 80 srgb 13 compat 10, probabilities clipped at 1e-5 before ``−ln``.
     """
     return dense_crf(np.ascontiguousarray(image, dtype=np.uint8), probs, params if params is not None else CRFParams())
@@ -94,7 +94,7 @@ def affinity_seeds(cams: np.ndarray, classes: Sequence[int] | np.ndarray, image:
     """Rule (a) (AffinityNet seeds, hfpl code default): ``H×W`` uint8 seeds.
 
     ``cams`` ``T×H×W`` float in [0, 1], ``classes`` ``T`` label values, ``image`` ``H×W×3`` uint8
-    (needed when ``refine`` is set). ``refine`` defaults to :func:`densecrf_refine` (cam.md: CRF on
+    (needed when ``refine`` is set). ``refine`` defaults to :func:`densecrf_refine` (docs/methods.md §6: CRF on
     both); ``None`` uses the plain arg-max. Foreground = α_low arg-max where it is a class;
     background = α_high arg-max is background (overrides); rest 255.
     """
@@ -114,7 +114,7 @@ def threshold_seeds(cams: np.ndarray, classes: Sequence[int] | np.ndarray, alpha
     """Rule (b) (SPML): arg-max over ``[bg^α, r_1 … r_T]``; winning score < ``min_score`` → 255.
 
     ``cams`` ``T×H×W`` float in [0, 1], ``classes`` ``T`` label values → ``H×W`` uint8 seeds.
-    Defaults α = 6, 0.2 (cam.md). Ties go to background. Note: with these defaults no pixel is
+    Defaults α = 6, 0.2 (docs/methods.md §6). Ties go to background. Note: with these defaults no pixel is
     ever 255, because ``max(m, (1 − m)^6) ≥ 0.222 > 0.2`` for every ``m = max_t r_t`` in [0, 1];
     the rule only leaves pixels unlabelled for smaller α or larger ``min_score``.
     """

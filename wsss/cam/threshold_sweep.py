@@ -1,6 +1,6 @@
 """Background-threshold sweep of CAM pseudo-labels: the J curve, its best threshold and J.
 
-Spec: ``cam.md`` ("Evaluating CAMs", HFPL code) and ``evaluation.md`` (J = mIoU). The CAM
+Method: docs/methods.md §6.7, hfpl code and docs/methods.md §8 (J = mIoU). The CAM
 pseudo-label at threshold ``t`` is the arg-max over ``{t, r_c of the present classes}`` (ties go to
 the background ``t``). For every ``t`` in 0.00–0.59 (step 0.01) one ``K×K`` confusion is
 accumulated over the whole set (GT 255 ignored); J(t) = mean IoU over the K classes (VOC: 21),
@@ -17,7 +17,7 @@ import numpy as np
 
 from wsss.metrics import ConfusionMatrix
 
-#: 0.00, 0.01, …, 0.59 (cam.md, HFPL code).
+#: 0.00, 0.01, …, 0.59 (docs/methods.md §6.7, hfpl code).
 DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(60))
 
 

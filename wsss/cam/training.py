@@ -2,30 +2,30 @@
 
 :class:`CamTask` is trained by the generic loop :func:`wsss.training.engine.run_task` (run directory,
 checkpoints, ``--resume``, ``torchrun`` DDP, progress, poly learning rate), as the segmentation task
-:class:`wsss.training.segmentation.SegmentationTask` is. Spec: ``cam.md``.
+:class:`wsss.training.segmentation.SegmentationTask` is. Method: docs/methods.md §6.
 
 - Model (:func:`build_cam_model`): a backbone of :mod:`wsss.models.backbones` (its stride-
   ``output_stride`` features; weights via :func:`wsss.models.load_backbone_weights`: a local
   torchvision state dict or ``imagenet``) + Dropout2d(0.5) + bias-free 1×1 conv (SEAM's head,
-  :class:`wsss.cam.classifier.CamClassifier`). cam.md: SEAM's ResNet-38 is replaced by a
+  :class:`wsss.cam.classifier.CamClassifier`). docs/methods.md §6: SEAM's ResNet-38 is replaced by a
   torchvision ResNet-50/101 at output stride 8; MobileNetV2 (its stride-``os`` 320-channel
   features) for small budgets.
-- Loss per image (cam.md reductions: means over classes / samples / cells, then over images):
+- Loss per image (docs/methods.md §6 reductions: means over classes / samples / cells, then over images):
   ``gap = (1 − λ) L_ce``, ``isl = isl_scale · λ · L_is^N`` (eq. 16; ``--no-isl``: ``gap = L_ce``),
   ``fsl = β L_fs`` (eq. 9). The loop divides batch sums by the number of images of the global batch.
   ISL draws come from one torch.Generator per rank, re-seeded every optimizer step from
   ``(seed, rank, step)``: draws are reproducible and ``--resume`` stays bit-exact on CPU without
   storing generator states.
-- Optimizer (cam.md, hfpl code): SGD lr 0.01, poly 0.9, momentum 0 (the code's quirk gives 5e-4:
+- Optimizer (docs/methods.md §6, hfpl code): SGD lr 0.01, poly 0.9, momentum 0 (the code's quirk gives 5e-4:
   "effectively none"), groups: pretrained (backbone) weights lr ×1 wd 5e-4, their biases / norm
   parameters ×2 wd 0, new (head) weights ×``head_lr_mult`` (10) wd 5e-4, new biases ×2·10 wd 0.
-- Augmentation (cam.md / SEAM): random resize of the long side to an integer in
+- Augmentation (SEAM): random resize of the long side to an integer in
   ``[resize_long_min, resize_long_max]`` (448–768, bilinear), horizontal flip (p 0.5), colour jitter
   (brightness, contrast, saturation 0.3, hue 0.1, applied in a random order as torchvision's
   ColorJitter), ImageNet normalisation, random ``crop × crop`` (448) window, zero-padded (in
   normalised units, as SEAM) where the image is smaller, with a validity mask. GAP and ISL use the
   whole CAM grid (as the code); FSL drops pairs with a padded endpoint (grid cells whose area is
-  less than half image, notation.md's rule). The FSL colours are the jittered crop (cam.md).
+  less than half image, docs/methods.md §1.1). The FSL colours are the jittered crop (docs/methods.md §6).
 """
 
 from __future__ import annotations
@@ -50,34 +50,34 @@ from wsss.errors import UserError
 from wsss.parallel import DistributedContext
 from wsss.training.task import TrainingTask
 
-#: label value of channel 0: class 0 is background and never a tag (notation.md)
+#: label value of channel 0: class 0 is background and never a tag (docs/methods.md §1)
 LABEL_OFFSET = 1
-#: cam.md: ColorJitter(brightness 0.3, contrast 0.3, saturation 0.3, hue 0.1)
+#: docs/methods.md §6: ColorJitter(brightness 0.3, contrast 0.3, saturation 0.3, hue 0.1)
 JITTER = (0.3, 0.3, 0.3, 0.1)
 
 
 @dataclass
 class CamTrainConfig:
-    """All options of ``wsss cam train`` (defaults and sources in the comments; cam.md)."""
+    """All options of ``wsss cam train`` (defaults and sources in the comments; docs/methods.md §6)."""
 
     out: str
     tags: str
     data: str | None = None           # default: the dataset recorded in the tags artifact
     layout: str = "auto"
     split: str | None = None
-    # model (cam.md: torchvision ResNet in place of SEAM's ResNet-38, output stride 8)
+    # model (docs/methods.md §6: torchvision ResNet in place of SEAM's ResNet-38, output stride 8)
     backbone: str = "resnet50"
     output_stride: int = 8
     width_mult: float = 1.0
     weights: str | None = None
-    posterior: str = "binomial"       # cam.md: binomial (proposed) | multinomial (original ISL/FSL)
+    posterior: str = "binomial"       # docs/methods.md §6: binomial (proposed) | multinomial (original ISL/FSL)
     dropout: float = DEFAULT_DROPOUT  # SEAM: Dropout2d(0.5) before the 1×1 head
-    # ISL (cam.md eqs. 15–18)
+    # ISL (docs/methods.md §6.2, eqs. 19–22)
     isl: bool = True
     isl_weight: float | None = None   # λ; None: 0.2 binomial, 0.6 multinomial (paper Table 4)
     isl_samples: int = DEFAULT_NUM_SAMPLES  # N = 10 (paper Table 5)
     isl_scale: float = 1.0            # 1 for SEAM, 0.1 for SIPE / MCTformer
-    # FSL (cam.md eqs. 9–13)
+    # FSL (docs/methods.md §6.3, eqs. 23–25)
     fsl: bool = True
     fsl_weight: float = 1.0           # β: 1 on VOC (SEAM), 0.2 on COCO
     fsl_mu: float = FSL_MU            # 2.5, fixed
@@ -85,7 +85,7 @@ class CamTrainConfig:
     fsl_gate: str | None = None       # None: r (binomial, J 66.9 vs 64.6 for b), a (multinomial softmax)
     fsl_bg_channel: bool = True       # code: background channel 1 − max r
     fsl_window: int | None = None     # None: exact all-pairs (code); R: square window (approximation)
-    # schedule (cam.md, hfpl code)
+    # schedule (docs/methods.md §6, hfpl code)
     epochs: int = 8
     batch_size: int = 8               # per process
     lr: float = 0.01
@@ -93,14 +93,14 @@ class CamTrainConfig:
     momentum: float = 0.0             # toolkit (code's quirk: 5e-4)
     weight_decay: float = 5e-4
     head_lr_mult: float = 10.0        # new layers ×10, their biases ×20
-    # augmentation (cam.md, SEAM)
+    # augmentation (docs/methods.md §6, SEAM)
     resize_long_min: int = 448
     resize_long_max: int = 768
     crop_size: int = 448
     flip: bool = True
     color_jitter: bool = True
     # run
-    seed: int = 1                     # cam.md: seed 1
+    seed: int = 1                     # docs/methods.md §6: seed 1
     device: str = "auto"
     amp: bool = True
     workers: int = 0
@@ -174,7 +174,7 @@ def cam_model_from_checkpoint(state: dict[str, Any]) -> CamClassifier:
 # -- tags --------------------------------------------------------------------------------------
 
 def check_background_first(classes: Sequence[str], where: str) -> None:
-    """The CAM channel layout needs class 0 = background (notation.md)."""
+    """The CAM channel layout needs class 0 = background (docs/methods.md §1)."""
     from wsss.annotations.objects import find_background
 
     bg = find_background(list(classes))

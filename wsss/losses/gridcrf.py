@@ -1,9 +1,9 @@
 """Grid CRF loss: a Potts relaxation applied directly to the network output on NN4 / NN8
-(regularized-losses.md, "Grid CRF loss"; a toolkit baseline with no published number).
+(docs/methods.md §3.5; a toolkit baseline with no published number).
 
-    R(σ) = Σ_{pq∈N} w_pq · P(σ_p, σ_q),   w_pq = exp(−‖I_p − I_q‖² / (2 s²))   (notation.md)
+    R(σ) = Σ_{pq∈N} w_pq · P(σ_p, σ_q),   w_pq = exp(−‖I_p − I_q‖² / (2 s²))   (docs/methods.md §1)
 
-optimized by SGD together with pCE (loss (4) of self-labeling.md without the entropy term). The
+optimized by SGD together with pCE (loss (12) of docs/methods.md §4.1 without the entropy term). The
 relaxations and neighbourhoods are those of :mod:`wsss.potts`. Pairs with an endpoint outside the
 validity mask are dropped; seed–seed pairs are kept (they are not constant in σ).
 

@@ -1,4 +1,4 @@
-"""Soft (and hard) self-labeling network loss (self-labeling.md §2, loss (8)).
+"""Soft (and hard) self-labeling network loss (docs/methods.md §4.1, eq. 13).
 
 Per mini-batch:
 

@@ -10,7 +10,7 @@ Structure (written for this toolkit):
   concatenated, projected by 1×1 conv to ``head_channels``, dropout 0.1;
 - decoder: ``low`` reduced to 48 channels (1×1), ASPP output upsampled to stride 4, concatenated,
   two 3×3 convs (``head_channels``), a 1×1 classifier to K logits;
-- logits upsampled bilinearly to the input size with ``align_corners=True`` (notation.md).
+- logits upsampled bilinearly to the input size with ``align_corners=True`` (docs/methods.md §1).
 
 Batch norm + ReLU after every conv except the classifier and the pooling branch.
 """

@@ -1,5 +1,5 @@
 """Potts relaxations, cross-entropy terms, neighbourhoods and the soft pseudo-label solver of
-self-labeling (spec: ``self-labeling.md``; notation: ``notation.md``).
+self-labeling (docs/methods.md §4; notation §1).
 
 - :mod:`wsss.potts.relaxations` — ``P(a, b)``: bilinear, quadratic, normalized-quadratic, collision-ce,
   collision-divergence, log-quadratic (:data:`RELAXATIONS`).

@@ -1,5 +1,5 @@
 """Cross-entropy terms ``CE(y, σ)`` between a pseudo-label ``y`` and a prediction ``σ``
-(self-labeling.md §4, the paper's Sec. 2.2).
+(docs/methods.md §4.3, the paper's Sec. 2.2).
 
 All terms share one signature and one argument order, the slot ``CE(y_p, σ_p)`` of loss (8):
 ``term(log_y, log_sigma, dim=1)``, where ``log_y`` are log-probabilities of the **pseudo-label** and
@@ -14,7 +14,7 @@ masking and summation over pixels are the caller's.
 | ``collision``| ``H₂(y, σ) = −ln Σ_k y^k σ^k`` | symmetric; the paper's best and the default    |
 | ``quadratic``| ``½‖y − σ‖²``                  | not a paper variant: §6's closed-form reference |
 
-Log-probabilities keep every ``ln`` safe (notation.md): pass ``log_softmax`` of logits (the solver
+Log-probabilities keep every ``ln`` safe (docs/methods.md §1): pass ``log_softmax`` of logits (the solver
 passes the log-softmax of its variables ``v``, as §4 asks for ``reverse``), or :func:`safe_log` of
 probabilities (one-hot labels become ``ln 1e-8`` off their class). ``collision`` uses ``logsumexp``.
 """
@@ -68,7 +68,7 @@ def collision(log_y: Tensor, log_sigma: Tensor, dim: int = 1) -> Tensor:
 
 
 def quadratic(log_y: Tensor, log_sigma: Tensor, dim: int = 1) -> Tensor:
-    """Quadratic unary ``½‖y − σ‖²``: the closed-form reference of self-labeling.md §6 (tests only).
+    """Quadratic unary ``½‖y − σ‖²``: the closed-form reference of docs/methods.md §4.5 (tests only).
 
     log_y, log_sigma: ``…×K×…`` float log-probabilities (class axis ``dim``), same shape.
     Returns the per-pixel value, the input shape without ``dim``.

@@ -1,5 +1,5 @@
 """Batched multigrid-preconditioned conjugate gradients for the convex quadratic problem
-("random walker with priors", self-labeling.md §6) on grid neighbourhoods.
+("random walker with priors", docs/methods.md §4.5) on grid neighbourhoods.
 
 Problem, per image and class (``U`` = unknowns: valid non-seed pixels):
 

@@ -1,5 +1,5 @@
-"""Neighbourhood systems ``N`` and their Potts energies ``Σ_{pq∈N} w_pq P(y_p, y_q)`` (notation.md,
-self-labeling.md §5).
+"""Neighbourhood systems ``N`` and their Potts energies ``Σ_{pq∈N} w_pq P(y_p, y_q)`` (docs/methods.md §1,
+docs/methods.md §4.4).
 
 - **NN4 / NN8** (:class:`GridNeighbourhood`): 4- or 8-connected grids. Each unordered pair
   ``{p, q = p + o}`` is stored once, for the offsets ``o`` in :data:`GRID_OFFSETS` (all with ``o_y > 0`` or
@@ -8,10 +8,10 @@ self-labeling.md §5).
   shifted tensors, no loops over pixels. Weights are computed once per image
   (:func:`grid_neighbourhood`) and reused across solver steps.
 - **DN** (:class:`DenseNeighbourhood`): all pairs ``p ≠ q`` weighted by the RGBXY Gaussian of
-  regularized-losses.md, through :class:`wsss.filters.BilateralFilter`; only for the second-order
+  docs/methods.md §3, through :class:`wsss.filters.BilateralFilter`; only for the second-order
   relaxations ``bilinear`` and ``quadratic``.
 
-Edge weights (notation.md): ``w_pq = exp(−‖I_p − I_q‖² / (2 s²))`` with ``I`` RGB in 0–255 and the
+Edge weights (docs/methods.md §1): ``w_pq = exp(−‖I_p − I_q‖² / (2 s²))`` with ``I`` RGB in 0–255 and the
 squared distance summed over channels; ``s`` = colour bandwidth (paper: 9 on VOC, 3 on Cityscapes /
 ADE20k). NN8 diagonal pairs are multiplied by ``1/√2`` (Boykov–Jolly 1/distance; toolkit option, default
 on). Pairs with an endpoint outside the validity mask are dropped.
@@ -38,9 +38,9 @@ GRID_OFFSETS: dict[str, tuple[tuple[int, int], ...]] = {
 NEIGHBOURHOODS = ("nn4", "nn8", "dn")
 #: Default colour bandwidth ``s`` of the grid weights (paper, VOC).
 DEFAULT_BANDWIDTH = 9.0
-#: DN spatial bandwidth: the paper's "bandwidth 100" (self-labeling.md §5).
+#: DN spatial bandwidth: the paper's "bandwidth 100" (docs/methods.md §4.4).
 DEFAULT_DN_SIGMA_XY = 100.0
-#: DN colour bandwidth: not given by the paper; toolkit default = rloss's 15 (regularized-losses.md),
+#: DN colour bandwidth: not given by the paper; toolkit default = rloss's 15 (docs/methods.md §3),
 #: not re-tuned for DN self-labeling.
 DEFAULT_DN_SIGMA_RGB = 15.0
 
@@ -140,13 +140,13 @@ class GridNeighbourhood:
         return out
 
     def laplacian(self, y: Tensor) -> Tensor:
-        """``(L y)_p = d_p y_p − (W y)_p`` per class (notation.md), the gradient of
+        """``(L y)_p = d_p y_p − (W y)_p`` per class (docs/methods.md §1), the gradient of
         ``Σ_{pq} w_pq ½‖y_p − y_q‖²``. y: ``B×K×H×W`` float. Returns ``B×K×H×W``."""
         return self.degree() * y - self.apply_weights(y)
 
     def drop_pairs_within(self, mask: Tensor) -> "GridNeighbourhood":
         """Drop (zero the weight of) every pair with **both** endpoints in ``mask`` (``B×H×W`` bool),
-        e.g. seed–seed pairs (self-labeling.md §3)."""
+        e.g. seed–seed pairs (docs/methods.md §4.2)."""
         b, h, w = self.shape
         mask = mask.bool()
         new = []
@@ -251,7 +251,7 @@ def grid_neighbourhood(image: Tensor, kind: str = "nn4", bandwidth: float = DEFA
 
 class DenseNeighbourhood:
     """DN: all unordered pairs ``p ≠ q`` of valid pixels, ``w_pq`` = the RGBXY Gaussian of
-    regularized-losses.md, applied through a dense Gaussian filter (self-labeling.md §5).
+    docs/methods.md §3, applied through a dense Gaussian filter (docs/methods.md §4.4).
 
     Only the second-order relaxations are supported, whose energies need one filtering ``W̃ y``
     (``W̃`` = the filter, self-weights ``s_p = W̃_pp`` included, ``d̃ = W̃ 1``):

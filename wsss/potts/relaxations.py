@@ -1,4 +1,4 @@
-"""Second-order relaxations ``P(a, b)`` of the Potts indicator ``[a ≠ b]`` (self-labeling.md §3).
+"""Second-order relaxations ``P(a, b)`` of the Potts indicator ``[a ≠ b]`` (docs/methods.md §4.2).
 
 Each function takes two tensors of label distributions with the class axis at ``dim`` (default 1,
 i.e. ``B×K×H×W`` or ``N×K``), both of the same shape, float32 or float64, on any device, and returns
@@ -13,7 +13,7 @@ i.e. ``B×K×H×W`` or ``N×K``), both of the same shape, float32 or float64, on
 | ``collision-divergence`` | ``−ln(aᵀb / (‖a‖‖b‖))``            | Table 2    |
 | ``log-quadratic``      | ``−ln(1 − ½‖a − b‖²)``               | Table 2    |
 
-Numerical safety (self-labeling.md §3): the argument of every ``ln`` is clamped at
+Numerical safety (docs/methods.md §4.2): the argument of every ``ln`` is clamped at
 :data:`LOG_EPS` = 1e-8, so two different one-hot vectors give a finite value (``−ln 1e-8 ≈ 18.4``) and a
 zero (finite) gradient; the norms in the normalized forms are clamped at :data:`NORM_EPS` (``‖a‖ ≥ 1/√K``
 on the simplex, so the clamp only matters off the simplex, e.g. all-zero inputs). The plain forms are
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from wsss.potts.errors import PottsError
 
-#: Clamp of the argument of ``ln`` in the log relaxations (self-labeling.md §3).
+#: Clamp of the argument of ``ln`` in the log relaxations (docs/methods.md §4.2).
 LOG_EPS = 1e-8
 #: Lower bound of ``‖a‖`` in the normalized relaxations (only reached off the simplex).
 NORM_EPS = 1e-12

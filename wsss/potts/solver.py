@@ -1,4 +1,4 @@
-"""Soft pseudo-label solver of self-labeling (self-labeling.md §6, the paper's Appendix A).
+"""Soft pseudo-label solver of self-labeling (docs/methods.md §4.5, the paper's Appendix A).
 
 For fixed predictions ``σ`` it minimizes, per image and summed (not averaged) over the batch,
 
@@ -86,10 +86,10 @@ class SolverConfig:
             preconditioned residual 1e-6, at most :data:`DEFAULT_CG_MAX_ITER` = 6 iterations — on the
             benchmark photographs this beats the paper setting's agreement in under ¼ of its time;
             :data:`EXACT_CG_MAX_ITER` = 100 reaches ≥ 99.5 % of the exact optimum, benchmarks/solver.py).
-        eta: weight η of the CE term. The paper's value was lost in extraction; 0.3 is the unverified
-            secondary summary's (self-labeling.md §7); on the demo data it beat 0.1 and 1.0.
-        lam: weight λ of the Potts term: 60 (toolkit, chosen by evidence; the summary's 6 was the starting
-            point): on the demo data, collision training with η 0.3 and λ ∈ {1, 2, 6, 20, 60, 200} gave val
+        eta: weight η of the CE term. The paper's value was lost in extraction; 0.3 comes from an
+            unverified secondary source (docs/methods.md §4.5); on the demo data it beat 0.1 and 1.0.
+        lam: weight λ of the Potts term: 60 (toolkit, chosen by evidence; the secondary source's 6 was the
+            starting point): on the demo data, collision training with η 0.3 and λ ∈ {1, 2, 6, 20, 60, 200} gave val
             mIoU 56.4 / 61.6 / 65.8 / 71.2 / 72.9 / 72.7 (docs/demo-results.md); on CamVid the offline
             pseudo-labels from one pce model scored 58.1 (λ 6) vs 63.2 (λ 60) mIoU on train, and collision
             training with λ 20 / 60 / 180 gave val mIoU 26.8 / 31.0 / 29.6 (docs/results.md).
@@ -98,7 +98,7 @@ class SolverConfig:
         ce: CE term (:data:`wsss.potts.crossentropy.CROSS_ENTROPIES`); default ``collision`` (paper's best).
         neighbourhood: ``nn4`` (paper's default and best), ``nn8`` or ``dn`` (``bilinear``/``quadratic`` only).
         bandwidth: colour bandwidth ``s`` of the grid weights (paper: 9 on VOC, 3 on Cityscapes/ADE20k).
-        diagonal_weighting: NN8 diagonal pairs × 1/√2 (notation.md; toolkit, on).
+        diagonal_weighting: NN8 diagonal pairs × 1/√2 (docs/methods.md §1; toolkit, on).
         dn_sigma_xy: DN spatial bandwidth (the paper's "bandwidth 100").
         dn_sigma_rgb: DN colour bandwidth (not in the paper; rloss's 15, not tuned for DN self-labeling).
         init: ``logits`` (paper: ``v`` starts at the network logits) or ``uniform`` (``v = 0``).
@@ -335,7 +335,7 @@ def solve_pseudolabels(logits: Tensor | None, seeds: Tensor, image: Tensor,
 
 
 def soft_jaccard(a: Tensor, b: Tensor) -> Tensor:
-    """Soft Jaccard ``Σ min(a, b) / Σ max(a, b)`` over all entries of each image (self-labeling.md §6).
+    """Soft Jaccard ``Σ min(a, b) / Σ max(a, b)`` over all entries of each image (docs/methods.md §4.5).
 
     a, b: ``B×K×H×W`` float soft label maps. Returns ``B`` (1 where both are all-zero).
     """

@@ -11,7 +11,7 @@ Augmentation (toolkit defaults, after the rloss / torchvision segmentation refer
    and soft targets, nearest for label maps;
 2. horizontal flip with probability 0.5;
 3. random ``crop×crop`` window; where the scaled image is smaller it is padded. Padding is **not**
-   encoded in the labels: the sample carries a separate validity mask (notation.md), False on
+   encoded in the labels: the sample carries a separate validity mask (docs/methods.md §1), False on
    padding. Padded image pixels are 0, padded labels 255, padded soft targets 0.
 
 A sample is a dict of tensors: ``image`` 3×c×c float32 (RGB 0–255), ``labels`` c×c int64 (255 =
