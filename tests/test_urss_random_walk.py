@@ -1,0 +1,72 @@
+"""The URSS random-walk block against a dense reference (softmax of the explicit energy matrix), its
+identity at initialisation and its memory refusal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsss.errors import UserError
+from wsss.models.random_walk import RandomWalk, check_walk_memory, walk_bytes
+
+
+def _dense_reference(block, f):
+    """f^L by explicit matrices per image: rows of F are grid positions (row-major)."""
+    b, d, h, w = f.shape
+    outs, energies = [], []
+    for i in range(b):
+        fm = f[i].reshape(d, h * w).T  # N×D
+        if block.form == "code":
+            q = fm @ block.query.weight[:, :, 0, 0].T + block.query.bias
+            k = fm @ block.key.weight[:, :, 0, 0].T + block.key.bias
+            v = fm @ block.value.weight[:, :, 0, 0].T + block.value.bias
+        else:
+            q = k = v = fm
+        e = torch.empty(h * w, h * w, dtype=f.dtype)
+        for r in range(h * w):
+            for c in range(h * w):
+                e[r, c] = (q[r] * k[c]).sum()
+        p = torch.exp(e - e.max(1, keepdim=True).values)
+        p = p / p.sum(1, keepdim=True)
+        assert torch.allclose(p.sum(1), torch.ones(h * w, dtype=f.dtype))
+        out = block.alpha * (p @ v) + fm
+        outs.append(out.T.reshape(d, h, w))
+        energies.append(e)
+    return torch.stack(outs), torch.stack(energies)
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_walk_matches_dense_reference(form):
+    torch.manual_seed(0)
+    block = RandomWalk(16, form=form).double()
+    with torch.no_grad():
+        block.alpha.fill_(0.7)
+    f = torch.randn(2, 16, 3, 4, dtype=torch.float64) * (1.0 if form == "code" else 0.3)
+    got, energy = block(f)
+    want, want_e = _dense_reference(block, f)
+    assert torch.allclose(energy, want_e, atol=1e-10)
+    assert torch.allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_walk_starts_as_identity(form):
+    torch.manual_seed(1)
+    block = RandomWalk(8, form=form)
+    assert float(block.alpha.detach()) == 0.0
+    f = torch.randn(1, 8, 5, 5)
+    out, _ = block(f)
+    assert torch.equal(out, f)
+    out.sum().backward()  # α still receives a gradient
+    assert block.alpha.grad is not None and float(block.alpha.grad.abs()) > 0
+
+
+def test_walk_refuses_a_grid_that_does_not_fit():
+    assert walk_bytes(2, 100, matrices=1) == 2 * 100 * 100 * 4
+    with pytest.raises(UserError, match="random walk on a 59×59 feature grid"):
+        check_walk_memory(16, (59, 59), torch.device("cpu"), limit=1 << 30)
+    check_walk_memory(1, (10, 10), torch.device("cpu"), limit=1 << 30)
+    block = RandomWalk(4, memory_limit=1000)
+    with pytest.raises(UserError, match="--crop-size"):
+        block(torch.zeros(1, 4, 6, 6))
+    with pytest.raises(UserError, match="--walk"):
+        RandomWalk(4, form="dense")
