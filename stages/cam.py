@@ -32,6 +32,7 @@ from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.stages.crf import check_ids, resolve_dataset
+from wsss.validation import check_finite_arrays, check_numbers, check_pass_memory, check_scales
 
 SEED_RULES = ("affinity", "threshold", "boxes")
 
@@ -63,9 +64,7 @@ def run_export(checkpoint: str | Path, out: str | Path, *, tags: str | Path | No
     ckpt = resolve_checkpoint(checkpoint)
     state = load_checkpoint(ckpt)
     model = cam_model_from_checkpoint(state)
-    scales = tuple(float(s) for s in scales)
-    if not scales or min(scales) <= 0:
-        raise UserError(f"--scales {list(scales)}: need at least one positive scale. Fix the option.")
+    scales = check_scales("--scales", scales)
     if tags is None:
         tags = state.get("tags")
         if tags is None or not Path(tags).exists():
@@ -89,10 +88,14 @@ def run_export(checkpoint: str | Path, out: str | Path, *, tags: str | Path | No
 
     def one(image_id: str):
         image = dataset.load_image(image_id)
+        check_pass_memory("--scales", image.shape[:2], scales, dataset.num_classes,
+                          dev if dev.type == "cuda" else None, image_id)
         values = read_tags(tag_art, image_id, dataset.num_classes)
         cams, classes = export_cams(model.cam, image, values, num_fg, scales=scales, flip=flip,
                                     label_offset=LABEL_OFFSET, device=dev)
-        return {"cams": cams.astype(np.float16), "classes": classes.astype(np.int16)}, {}
+        arrays = {"cams": cams.astype(np.float16), "classes": classes.astype(np.int16)}
+        check_finite_arrays(out, image_id, arrays)
+        return arrays, {}
 
     def finalize(writer) -> None:
         writer.set_attrs(cam={"posterior": posterior, "export_map": "cam", "scales": list(scales), "flip": flip})
@@ -164,8 +167,13 @@ def run_seeds(cams: str | Path, out: str | Path, *, rule: str = "affinity", tags
     lo_default, hi_default = AFFINITY_ALPHAS.get(posterior, AFFINITY_ALPHAS["binomial"])
     alpha_low = lo_default if alpha_low is None else float(alpha_low)
     alpha_high = hi_default if alpha_high is None else float(alpha_high)
-    if min(alpha_low, alpha_high, alpha) <= 0:
-        raise UserError("--alpha/--alpha-low/--alpha-high: background powers must be positive. Fix the option.")
+    check_numbers([
+        ("--alpha-low", alpha_low, 0, None, {"low_open": True, "reason": "a background power"}),
+        ("--alpha-high", alpha_high, 0, None, {"low_open": True, "reason": "a background power"}),
+        ("--alpha", alpha, 0, None, {"low_open": True, "reason": "a background power"}),
+        ("--min-score", min_score, 0, 1, {"reason": "scores are in [0, 1]"}),
+        ("--box-threshold", box_threshold, 0, 1, {"reason": "normalised CAMs are in [0, 1]"}),
+    ])
     tags_path = str(tags) if tags is not None else _recorded_tags(art)
     tag_art = None
     if tags_path is not None:

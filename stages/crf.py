@@ -24,6 +24,7 @@ from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
+from wsss.validation import check_finite_arrays
 
 #: artifact kind -> name of its per-image soft class scores (K×H×W probabilities)
 SOFT_SCORES = {"predictions": "scores", "pseudolabels": "probs"}
@@ -178,7 +179,9 @@ def run(
         q = refine(art, dataset, image_id, params, num_classes, scores=scores)
         label = q.argmax(axis=0).astype(np.uint8)
         changed = float(np.mean(label != scores.argmax(axis=0)))
-        return {"scores": q.astype(np.float16), "label": label}, {"changed": changed}
+        arrays = {"scores": q.astype(np.float16), "label": label}
+        check_finite_arrays(out, image_id, arrays)
+        return arrays, {"changed": changed}
 
     return run_per_image(
         one,

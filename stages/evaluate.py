@@ -58,6 +58,7 @@ from wsss.parallel import all_reduce_sum, init_distributed, map_images, run_on_a
 from wsss.paths import StageInputs
 from wsss.progress import progress_bar
 from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, refine, resolve_dataset
+from wsss.validation import check_number, check_output_file
 
 
 @dataclass
@@ -101,14 +102,13 @@ def register_label_reader(kind: str, read: LabelReader, *, sparse: bool = False,
 
 
 def _soft_reader(art: Artifact, image_id: str, num_classes: int, need_scores: bool) -> Hard:
-    scores = read_soft_scores(art, image_id, num_classes) if need_scores else None
+    # always read (and so check) the scores: a label map stored next to NaN scores is no result either
+    scores = read_soft_scores(art, image_id, num_classes)
     if art.has(image_id, "label"):
         label = art.read(image_id, "label")
     else:
-        if scores is None:
-            scores = read_soft_scores(art, image_id, num_classes)
         label = scores.argmax(axis=0).astype(np.uint8)
-    return Hard(label, scores)
+    return Hard(label, scores if need_scores else None)
 
 
 def _seed_reader(art: Artifact, image_id: str, num_classes: int, need_scores: bool) -> Hard:
@@ -231,6 +231,8 @@ def run(
     Returns:
         the metrics as written to the JSON (NaN written as null); ``"path"`` is the JSON path.
     """
+    check_number("--bound-th", bound_th, 0, None, reason="a fraction of the diagonal below 1, pixels from 1")
+    check_number("--cam-threshold", cam_threshold, 0, 1, reason="a background score")
     art = Artifact(artifact)
     spec = LABEL_READERS.get(art.kind)
     if spec is None:
@@ -278,6 +280,7 @@ def run(
                 "Pass the artifact made for the same images."
             )
     path = Path(out) if out is not None else default_output(art.path, crf is not None)
+    check_output_file(path)
     if not path.parent.exists():
         raise UserError(f"{path}: folder {path.parent} does not exist. Create it or choose another --out.")
     StageInputs(files=[a.path for a in (art, seed_art, ref_art) if a is not None], datasets=[dataset]).check_output(

@@ -33,6 +33,7 @@ from wsss.models import DeepLabV3Plus, ModelConfig
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
+from wsss.validation import check_finite_arrays, check_pass_memory, check_scales
 
 
 @dataclass
@@ -106,8 +107,7 @@ def open_images(meta: dict[str, Any], data: str | None, layout: str | None, spli
 
 def run(cfg: PredictConfig) -> Path:
     """Write the predictions artifact; returns its path."""
-    if not cfg.scales or any(s <= 0 for s in cfg.scales):
-        raise UserError(f"--scales {','.join(map(str, cfg.scales))}: scales must be positive numbers, e.g. 0.75,1,1.25.")
+    check_scales("--scales", cfg.scales)
     ckpt = resolve_checkpoint(cfg.checkpoint)
     name = cfg.device
     if name == "auto":
@@ -129,10 +129,14 @@ def run(cfg: PredictConfig) -> Path:
     scales = tuple(float(s) for s in cfg.scales)
 
     def one(image_id: str):
-        image = torch.from_numpy(dataset.load_image(image_id)).permute(2, 0, 1)[None].float().to(device)
+        array = dataset.load_image(image_id)
+        check_pass_memory("--scales", array.shape[:2], scales, len(classes), device if device.type == "cuda" else None,
+                          image_id)
+        image = torch.from_numpy(array).permute(2, 0, 1)[None].float().to(device)
         probs = predict_probs(model, image, scales, cfg.flip)[0]
-        return {"scores": probs.cpu().numpy().astype(np.float16),
-                "label": probs.argmax(0).cpu().numpy().astype(np.uint8)}, None
+        arrays = {"scores": probs.cpu().numpy().astype(np.float16), "label": probs.argmax(0).cpu().numpy().astype(np.uint8)}
+        check_finite_arrays(cfg.out, image_id, arrays)
+        return arrays, None
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     config["checkpoint"] = str(ckpt.resolve())

@@ -41,6 +41,7 @@ from wsss.data import Dataset, open_dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
+from wsss.validation import check_number
 
 
 #: Defaults (toolkit choices unless a source is named)
@@ -114,9 +115,7 @@ def _selected_objects(dataset: Dataset, image_id: str, objects: Objects, shape: 
 
 
 def _check(name: str, value: float, lo: float, hi: float | None = None) -> None:
-    if value < lo or (hi is not None and value > hi):
-        span = f"in [{lo}, {hi}]" if hi is not None else f"at least {lo}"
-        raise UserError(f"{name} {value}: must be {span}.")
+    check_number(name, value, lo, hi, integer=isinstance(value, int))
 
 
 def objects_without_seed(objects: Objects, label: np.ndarray) -> int:
@@ -162,6 +161,10 @@ def _finalize_seeds(classes: list[str], output: Path):
         if not stats.fractions:
             raise UserError(f"{output}: every image was skipped as bad input ({len(stats.skipped)}); nothing written. "
                             f"First problem: {stats.skipped[0]['reason'] if stats.skipped else '-'}")
+        if int(stats.per_class.sum()) == 0:
+            raise UserError(f"{output}: none of the {len(stats.fractions)} images has a labelled pixel, so the seeds "
+                            "would solve and train as nothing at all; nothing written. Keep more of the annotation "
+                            "(e.g. --keep > 0, --drop-rate < 1) or check the annotation files.")
         writer.set_attrs(stats=stats.as_dict())
 
     return finalize
@@ -294,10 +297,14 @@ def run_scribbles(
     _check_rule(objects, min_object)
     _check("--min-area", min_area, 0)
     _check("--erode", erode, 0)
+    _check("--seed", seed, 0)
     if shrink_position not in ("random", "centre", "center"):
         raise UserError(f"--shrink-position {shrink_position}: choose random or centre.")
     if drop_unit not in ("object", "scribble"):
         raise UserError(f"--drop-unit {drop_unit}: choose object or scribble.")
+    if drop_rate == 1 and drop_background:
+        raise UserError("--drop-rate 1 --drop-background: drops every scribble, so the seeds would label no pixel "
+                        "at all. Use a smaller --drop-rate or keep the background.")
     if png_dir is not None and (length_ratio < 1.0 or shrink_rate > 0.0):
         raise UserError(f"{png_dir}: --length-ratio and --shrink-rate need scribble polylines; seed PNGs have none. "
                         "Use --xml or generate from masks (only --drop-rate applies to PNGs).")
@@ -411,6 +418,7 @@ def run_points(
     _check("--radius", radius, 0)
     _check_rule(objects, min_object)
     rule = objects
+    _check("--seed", seed, 0)
     dataset = _open(root, layout, split, list_file)
     classes, K = dataset.classes, dataset.num_classes
     bg = find_background(classes, background_class)
@@ -488,6 +496,9 @@ def run_blocks(
     _check("--keep", keep, 0.0, 1.0)
     _check_rule(objects, min_object)
     rule = objects
+    if keep == 0:
+        raise UserError("--keep 0: keeps no block, so the seeds would label no pixel at all. Keep a fraction > 0.")
+    _check("--seed", seed, 0)
     dataset = _open(root, layout, split, list_file)
     K = dataset.num_classes
     _require_masks(dataset, "block annotation")

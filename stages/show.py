@@ -25,6 +25,7 @@ from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 from wsss.palette import VOC_PALETTE, colorize
 from wsss.paths import StageInputs
+from wsss.validation import check_allocation, check_finite_input, check_writable_folder
 
 #: artifact kinds ``show`` can draw
 SHOWABLE_KINDS = ("seeds", "predictions", "pseudolabels", "superpixels", "cams")
@@ -120,12 +121,14 @@ def blend_heat(image: np.ndarray, cams: np.ndarray, alpha: float) -> np.ndarray:
 
 def dense_label(art: Artifact, image_id: str) -> np.ndarray:
     """H×W uint8 label of a predictions / pseudolabels artifact: ``label`` or arg-max of ``scores``/``probs``."""
-    if art.has(image_id, "label"):
-        return art.read(image_id, "label").astype(np.uint8)
     for name in ("scores", "probs"):
         if art.has(image_id, name):
-            scores = art.read(image_id, name).astype(np.float32)
+            scores = check_finite_input(art.path, image_id, name, art.read(image_id, name).astype(np.float32))
+            if art.has(image_id, "label"):
+                return art.read(image_id, "label").astype(np.uint8)
             return scores.argmax(axis=0).astype(np.uint8)
+    if art.has(image_id, "label"):
+        return art.read(image_id, "label").astype(np.uint8)
     raise UserError(f"{art.path}: image '{image_id}' has neither 'label' nor 'scores'/'probs'. Pass a predictions or pseudolabels artifact.")
 
 
@@ -154,7 +157,7 @@ def artifact_panel(art: Artifact, image_id: str, image: np.ndarray, alpha: float
         _check_shape(art, image_id, segments, shape)
         return Panel(f"{title} ({int(segments.max()) + 1})", paint_boundaries(image, segments))
     if art.kind == "cams":
-        cams = art.read(image_id, "cams")
+        cams = check_finite_input(art.path, image_id, "cams", art.read(image_id, "cams"))
         _check_shape(art, image_id, cams, shape)
         return Panel(title, blend_heat(image, cams, alpha))
     raise UserError(f"{art.path}: 'show' cannot draw '{art.kind}' artifacts. Pass one of: {', '.join(SHOWABLE_KINDS)}.")
@@ -323,6 +326,7 @@ def run(
         raise UserError(f"{out_dir}: exists and is not a folder. Choose another output folder.")
     StageInputs(files=[a.path for a in arts], datasets=[dataset]).check_output(out_dir, folder=True, option="-o folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out_dir)
     with_gt = ground_truth and dataset.has_masks()
     with progress_bar("show", total=len(chosen), enabled=progress) as advance:
         for image_id in chosen:
@@ -333,6 +337,9 @@ def run(
                 mask = dataset.load_mask(image_id, image.shape[:2])
                 panels.append(Panel("ground truth", blend_labels(image, mask, alpha), _present(mask)))
             factor = scale or auto_scale(*image.shape[:2])
+            check_allocation(4.0 * 3 * (len(panels) * image.shape[1] + 1) * image.shape[0] * factor ** 2,
+                             f"--scale {factor}: the figure of image '{image_id}' ({len(panels)} panels of "
+                             f"{image.shape[1]}×{image.shape[0]} px)", "Use a smaller --scale.")
             figure, _ = compose(panels, dataset.classes, factor)
             figure.save(out_dir / figure_name(image_id))
             advance(1)

@@ -31,6 +31,7 @@ from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.potts.solver import SolverConfig
 from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
+from wsss.validation import check_finite_arrays, check_seeds_labelled
 
 #: Probabilities are clamped at this value before ``ln`` when predictions become the solver's logits.
 PROB_EPS = 1e-8
@@ -97,6 +98,7 @@ def run(
     device: str = "cpu",
     workers: int = 1,
     resume: bool = False,
+    allow_empty: bool = False,
     config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Solve for soft pseudo-labels of every image of a seeds artifact.
@@ -111,6 +113,9 @@ def run(
         device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``.
         workers: processes per rank (CPU only).
         resume: keep the images an interrupted run already finished (``out.parts/``).
+        allow_empty: with predictions, accept a seeds artifact without any labelled pixel (the
+            solver then only regularizes the predictions). Without predictions an image with no
+            seed is always an error: its result would be the uniform start.
         config: configuration recorded in the output (the CLI passes every option and the command
             line); default: the solver options and paths.
 
@@ -144,6 +149,9 @@ def run(
         if missing:
             raise UserError(f"{pred_art.path}: has no predictions for {len(missing)} images of the seeds "
                             f"(e.g. '{missing[0]}'). Predict on the same images.")
+    if pred_art is not None and not allow_empty:
+        check_seeds_labelled(seeds_art, "solve from", "Recreate the seeds so that they label some pixels, or pass "
+                             "--allow-empty to only regularize the predictions.")
     dev = _device(device, workers)
     if config is None:
         config = {"stage": "solve", "seeds": str(seeds_art.path), "out": str(out),
@@ -161,6 +169,10 @@ def run(
         if bad.any():
             raise UserError(f"{seeds_art.path}: seeds of image '{image_id}' contain label {int(label[bad][0])}, "
                             f"not a class 0..{k - 1} nor 255. Recreate the seeds for these {k} classes.")
+        if pred_art is None and not np.any(label != IGNORE_INDEX):
+            raise UserError(f"{seeds_art.path}: image '{image_id}' has no labelled pixel, and without --predictions "
+                            "its pseudo-labels would be the uniform start. Pass --predictions, or seeds that label "
+                            "every image.")
         probs = None
         if pred_art is not None:
             probs = read_soft_scores(pred_art, image_id, k)
@@ -169,6 +181,7 @@ def run(
                                 f"but the image is {label.shape[1]}×{label.shape[0]} (W×H). "
                                 "Predict at image size on the same dataset.")
         y = solve_image(image, label, probs, k, solver, dev)
+        check_finite_arrays(out, image_id, {"probs": y})
         arg = y.argmax(axis=0).astype(np.uint8)
         attrs = {"seeded": float(np.mean(label != IGNORE_INDEX))}
         if probs is not None:

@@ -156,7 +156,7 @@ def test_cli(setup, tmp_path):
     out = Artifact(tmp_path / "pred_crf.h5")
     assert out.config["bi_sxy"] == 40.0 and out.config["iterations"] == 2
     bad = runner.invoke(app, ["crf", str(art), "--bi-srgb", "0", "-o", str(tmp_path / "x.h5")])
-    assert bad.exit_code == 2 and "bi_srgb must be positive" in bad.output
+    assert bad.exit_code == 2 and "bi_srgb 0.0: must be > 0" in bad.output
 
 
 def test_cli_lattice_engine_agrees_with_pydensecrf(setup, tmp_path):

@@ -42,6 +42,7 @@ import numpy as np
 from wsss import __version__
 from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
+from wsss.validation import check_output_file
 
 SCHEMA_VERSION = 1
 
@@ -135,11 +136,9 @@ class Artifact:
             with h5py.File(self.path, "r") as f:
                 attrs = {k: _attr(v) for k, v in f.attrs.items()}
                 self._ids = sorted(decode_id(n) for n in f.keys() if f[n].attrs.get("complete", False))
-        except OSError as exc:
-            reason = str(exc)
-            if "error message = '" in reason:  # h5py's long form: keep the message only
-                reason = reason.split("error message = '", 1)[1].split("'", 1)[0]
-            raise UserError(f"{self.path}: not a readable HDF5 artifact ({reason}). Recreate it with the stage that writes it.") from exc
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise UserError(f"{self.path}: not a readable HDF5 artifact ({_h5_reason(exc)}). "
+                            "Recreate it with the stage that writes it.") from exc
         if "wsss_kind" not in attrs:
             raise UserError(f"{self.path}: not a wsss artifact (no wsss_kind attribute). Pass a file written by wsss.")
         self.attrs = attrs
@@ -174,7 +173,20 @@ class Artifact:
 
     @property
     def classes(self) -> list[str]:
-        return json.loads(self.attrs.get("classes", "[]"))
+        """Class names (index = label value), checked: a JSON list of distinct names."""
+        raw = self.attrs.get("classes", "[]")
+        try:
+            classes = json.loads(raw)
+        except (TypeError, ValueError):
+            classes = None
+        if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() for c in classes):
+            raise UserError(f"{self.path}: its 'classes' attribute is not a JSON list of class names ({str(raw)[:40]!r}). "
+                            "Recreate the artifact with the stage that writes it.")
+        if len(set(classes)) != len(classes):
+            twice = next(c for c in classes if classes.count(c) > 1)
+            raise UserError(f"{self.path}: class name '{twice}' appears twice in its 'classes' attribute. "
+                            "Recreate the artifact with distinct class names.")
+        return classes
 
     @property
     def ignore_index(self) -> int:
@@ -182,20 +194,25 @@ class Artifact:
 
     @property
     def config(self) -> dict:
-        return json.loads(self.attrs.get("config", "{}"))
+        return self.json_attr("config", {})
 
     @property
     def inputs(self) -> list[dict]:
-        return json.loads(self.attrs.get("inputs", "[]"))
+        return self.json_attr("inputs", [])
 
     @property
     def dataset(self) -> dict | None:
-        value = self.attrs.get("dataset")
-        return json.loads(value) if value else None
+        return self.json_attr("dataset") if self.attrs.get("dataset") else None
 
     def json_attr(self, name: str, default=None):
         value = self.attrs.get(name)
-        return json.loads(value) if value is not None else default
+        if value is None:
+            return default
+        try:
+            return json.loads(value)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{self.path}: its '{name}' attribute is not valid JSON ({exc}). "
+                            "Recreate the artifact with the stage that writes it.") from exc
 
     def provenance(self) -> dict:
         """A record of this artifact for the ``inputs`` list of artifacts made from it."""
@@ -211,16 +228,24 @@ class Artifact:
     # -- data -------------------------------------------------------------------------------
     def _handle(self):
         if self._file is None or self._pid != os.getpid():
-            self._file = _h5py().File(self.path, "r")
+            try:
+                self._file = _h5py().File(self.path, "r")
+            except OSError as exc:
+                raise UserError(f"{self.path}: not a readable HDF5 artifact any more ({_h5_reason(exc)}). "
+                                "Recreate it with the stage that writes it.") from exc
             self._pid = os.getpid()
         return self._file
 
     def _group(self, image_id: str):
         f = self._handle()
         name = encode_id(image_id)
-        if name not in f:
-            raise UserError(f"{self.path}: has no image '{image_id}'. Rerun the stage that wrote it on this image list.")
-        return f[name]
+        try:
+            if name not in f:
+                raise UserError(f"{self.path}: has no image '{image_id}'. Rerun the stage that wrote it on this image list.")
+            return f[name]
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise UserError(f"{self.path}: image '{image_id}' is unreadable ({_h5_reason(exc)}). "
+                            "The file is damaged: recreate it with the stage that writes it.") from exc
 
     def names(self, image_id: str) -> list[str]:
         """Dataset names stored for one image."""
@@ -234,7 +259,11 @@ class Artifact:
         group = self._group(image_id)
         if name not in group:
             raise UserError(f"{self.path}: image '{image_id}' has no '{name}' dataset. Is this the right kind of artifact?")
-        return group[name][()]
+        try:
+            return group[name][()]
+        except (OSError, RuntimeError, ValueError) as exc:  # a corrupt chunk, a damaged header
+            raise UserError(f"{self.path}: '{name}' of image '{image_id}' is unreadable ({_h5_reason(exc)}). "
+                            "The file is damaged: recreate it with the stage that writes it.") from exc
 
     def image_attrs(self, image_id: str) -> dict:
         return {k: _attr(v) for k, v in self._group(image_id).attrs.items() if k != "complete"}
@@ -255,6 +284,14 @@ class Artifact:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _h5_reason(exc: BaseException) -> str:
+    """The short reason of an h5py error (its long form keeps the message only), on one line."""
+    reason = str(exc)
+    if "error message = '" in reason:
+        reason = reason.split("error message = '", 1)[1].split("'", 1)[0]
+    return " ".join(reason.split()) or type(exc).__name__
 
 
 def _attr(value):
@@ -451,8 +488,7 @@ class ArtifactWriter:
         self.tmp = tmp_path(self.path)
         self.kind = kind
         self._committed = False
-        if not self.path.parent.exists():
-            raise UserError(f"{self.path}: folder {self.path.parent} does not exist. Create it or choose another output path.")
+        check_output_file(self.path, "the output path")
         sources = sources if sources is not None else StageInputs()
         sources.check_output(self.path)
         self.parts = PartStore(self.path)

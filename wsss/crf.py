@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from wsss.validation import check_numbers
+
 #: CRF engines (``CRFParams.engine``)
 ENGINES = ("auto", "pydensecrf", "lattice")
 
@@ -74,16 +76,15 @@ class CRFParams:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("gauss_sxy", "bi_sxy", "bi_srgb"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("gauss_compat", "bi_compat"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be non-negative, got {self.iterations}")
-        if not 0 < self.eps < 1:
-            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        check_numbers([
+            ("gauss_sxy", self.gauss_sxy, 0, None, {"low_open": True}),
+            ("bi_sxy", self.bi_sxy, 0, None, {"low_open": True}),
+            ("bi_srgb", self.bi_srgb, 0, None, {"low_open": True}),
+            ("gauss_compat", self.gauss_compat, 0, None),
+            ("bi_compat", self.bi_compat, 0, None),
+            ("iterations", self.iterations, 0, None, {"integer": True}),
+            ("eps", self.eps, 0, 1, {"low_open": True, "high_open": True}),
+        ])
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         if self.device not in DEVICES:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 import shlex
 import sys
 import traceback
@@ -21,30 +23,65 @@ err_console = Console(stderr=True)
 STATE = {"debug": False}
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit with code 2."""
+def fail_line(message: str) -> None:
+    """Print ``error: <message>`` on one line of stderr."""
     from rich.markup import escape
 
     # escape: messages name files and splits like "[val]", which rich would read as markup
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with code 2."""
+    fail_line(message)
     raise typer.Exit(code=2)
+
+
+def _flag(parameter: inspect.Parameter | None, name: str) -> str:
+    """The option as typed (``--lambda``) for a command's parameter ``name``."""
+    decls = getattr(getattr(parameter, "default", None), "param_decls", None) or ()
+    longs = [d for d in decls if d.startswith("--")]
+    return longs[0].split("/")[0] if longs else "--" + name.replace("_", "-")
+
+
+def check_finite_options(fn: Callable, values: dict[str, Any]) -> None:
+    """Every float option (also inside tuples and lists) must be finite: NaN and ±inf are refused
+    for every command here, before the stage's own range checks."""
+    parameters = inspect.signature(fn).parameters
+    for name, value in values.items():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise UserError(f"{_flag(parameters.get(name), name)} {item}: must be a finite number. Fix the option.")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a filesystem error: ``"<file>: <reason>. <what to do>"``."""
+    where = exc.filename if exc.filename is not None else "input/output"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}: {reason}. Check the path, its permissions and free disk space."
 
 
 def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable:
     """Register a function as a command; :class:`UserError` becomes one line + exit code 2.
 
-    With ``wsss --debug`` the traceback is printed as well.
+    With ``wsss --debug`` the traceback is printed as well. Float options are checked to be
+    finite (:func:`check_finite_options`) before the command runs.
     """
 
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kw: Any):
             try:
+                check_finite_options(fn, kw)
                 return fn(*args, **kw)
             except UserError as exc:
                 if STATE["debug"]:
                     traceback.print_exc()
                 fail(str(exc))
+            except OSError as exc:  # a filesystem error no check foresaw: still one line naming the file
+                if STATE["debug"]:
+                    traceback.print_exc()
+                fail(describe_os_error(exc))
             except KeyboardInterrupt:
                 err_console.print("interrupted: finished images kept in <output>.parts/; rerun with --resume to continue")
                 raise typer.Exit(code=130)

@@ -75,7 +75,8 @@ def make_params(gauss_sxy: float, gauss_compat: float, bi_sxy: float, bi_srgb: f
         params = CRFParams(gauss_sxy=gauss_sxy, gauss_compat=gauss_compat, bi_sxy=bi_sxy, bi_srgb=bi_srgb,
                            bi_compat=bi_compat, iterations=iterations, eps=eps, engine=engine, device=device)
     except ValueError as exc:
-        raise UserError(f"CRF options: {exc}. Fix the option value.") from exc
+        message = str(exc)
+        raise UserError(f"CRF options: {message}" + ("" if message.endswith(".") else ". Fix the option value.")) from exc
     params = params.resolved()
     if params.device == "cuda":
         import torch

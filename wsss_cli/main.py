@@ -8,12 +8,20 @@ stops the program (:func:`register_commands`): a command never disappears silent
 from __future__ import annotations
 
 import importlib
-from typing import Optional
+import sys
+from typing import Any, Optional
 
 import typer
+from typer import Abort
+from typer.core import TyperGroup
+
+try:  # typer ≥ 0.24 vendors click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException
 
 from wsss import __version__
-from wsss_cli.common import STATE
+from wsss_cli.common import STATE, err_console, fail_line
 
 COMMAND_MODULES = [
     "demo_data",
@@ -29,8 +37,33 @@ COMMAND_MODULES = [
     "info",
 ]
 
+class OneLineErrorGroup(TyperGroup):
+    """The ``wsss`` command group: a usage error (an option out of its range, a missing argument, an
+    unknown option) is printed as one line ``error: ...`` with exit code 2, like every other input error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `wsss` / `wsss cam`: the help text
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" See '{ctx.command_path} -h'." if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            fail_line(f"{message}{'' if message.endswith('.') else '.'}{hint}")
+            sys.exit(exc.exit_code)
+        except Abort:
+            err_console.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
     name="wsss",
+    cls=OneLineErrorGroup,
     help="Weakly-supervised semantic segmentation from scribbles, clicks, blocks and image tags. "
     "Each command is one pipeline stage reading and writing HDF5 artifacts.",
     no_args_is_help=True,

@@ -17,9 +17,9 @@ def parse_scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError as exc:
         raise UserError(f"--scales {text}: expected comma-separated numbers, e.g. 0.75,1,1.25.") from exc
-    if not scales or any(s <= 0 for s in scales):
-        raise UserError(f"--scales {text}: expected positive numbers, e.g. 0.75,1,1.25.")
-    return scales
+    from wsss.validation import check_scales
+
+    return check_scales("--scales", scales)
 
 
 def register(app: typer.Typer) -> None:

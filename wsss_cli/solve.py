@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, auto."),
         workers: int = workers_option(),
         resume: bool = resume_option(),
+        allow_empty: bool = typer.Option(False, "--allow-empty", help="With --predictions: accept seeds without any labelled pixel (the solver then only regularizes the predictions). Default: an error."),
     ) -> None:
         from wsss.stages import solve as stage
 
@@ -56,7 +57,8 @@ def register(app: typer.Typer) -> None:
         config = config_of(seeds=seeds, predictions=predictions, out=out, data=data, layout=layout, split=split,
                            device=device, **{k: v for k, v in solver.__dict__.items()})
         path = stage.run(seeds, out, predictions=predictions, solver=solver, data=data, layout=layout,
-                         split=split, device=device, workers=workers, resume=resume, config=config)
+                         split=split, device=device, workers=workers, resume=resume, allow_empty=allow_empty,
+                         config=config)
         from wsss.parallel import distributed_context
 
         if distributed_context().is_main:

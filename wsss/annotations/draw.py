@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsss.validation import check_allocation
+
+#: Bytes per candidate offset while building a footprint: two int64 meshgrids, the bool mask and the
+#: M×2 int64 result.
+FOOTPRINT_BYTES = 8 * 2 + 1 + 16
+
 
 def footprint(width: int) -> np.ndarray:
     """Offsets covered by a stroke of ``width`` px around a centre-line pixel.
@@ -23,6 +29,8 @@ def footprint(width: int) -> np.ndarray:
     """
     if width < 1:
         raise ValueError("width must be at least 1")
+    check_allocation(FOOTPRINT_BYTES * (width + 1) ** 2, f"--width {width}: the stroke footprint of {width}×{width} px",
+                     "Use a stroke width below the image size.")
     lo, hi = -(width // 2), (width - 1) // 2
     centre = 0.0 if width % 2 else -0.5
     d = np.arange(lo, hi + 1)
@@ -37,6 +45,8 @@ def disk_offsets(radius: int) -> np.ndarray:
     Returns:
         M×2 int64 (drow, dcol) offsets.
     """
+    check_allocation(FOOTPRINT_BYTES * (2 * radius + 1) ** 2, f"--radius {radius}: a disk of {2 * radius + 1}×{2 * radius + 1} px",
+                     "Use a radius below the image size.")
     d = np.arange(-radius, radius + 1)
     dr, dc = np.meshgrid(d, d, indexing="ij")
     keep = dr**2 + dc**2 <= radius**2
@@ -78,6 +88,8 @@ def stamp(path_rc: np.ndarray, offsets: np.ndarray, shape: tuple[int, int]) -> n
     Returns:
         Q×2 int64 distinct (row, col) pixels inside the image (Q ≤ P·M), sorted row-major.
     """
+    check_allocation(3 * 16.0 * len(path_rc) * len(offsets), f"a stroke of {len(path_rc)} px stamped with {len(offsets)} offsets",
+                     "Use a smaller --width or --radius.")
     cover = (np.asarray(path_rc, dtype=np.int64)[:, None, :] + offsets[None, :, :]).reshape(-1, 2)
     inside = (cover[:, 0] >= 0) & (cover[:, 0] < shape[0]) & (cover[:, 1] >= 0) & (cover[:, 1] < shape[1])
     cover = cover[inside]

@@ -144,7 +144,9 @@ def skeleton_path(region: np.ndarray, erode: int = 0) -> np.ndarray:
     from skimage.morphology import disk, skeletonize
 
     region = np.asarray(region, dtype=bool)
-    if erode > 0:
+    # a disk wider than the region fits nowhere: the erosion would be empty (and skipped), so skip it
+    # without building a huge structuring element
+    if erode > 0 and 2 * erode + 1 <= min(region.shape):
         eroded = ndimage.binary_erosion(region, structure=disk(erode))
         if eroded.any():
             region = eroded

@@ -49,6 +49,7 @@ from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.parallel import DistributedContext
 from wsss.training.task import TrainingTask
+from wsss.validation import check_allocation, check_numbers
 
 #: label value of channel 0: class 0 is background and never a tag (docs/methods.md §1)
 LABEL_OFFSET = 1
@@ -407,18 +408,27 @@ class CamTask(TrainingTask):
 
 def check_cam_config(cfg: CamTrainConfig) -> None:
     check_posterior(cfg.posterior)
+    from wsss.training.engine import check_crop_memory, check_schedule
+
+    check_schedule(cfg)
+    check_numbers([
+        ("--resize-long MIN", cfg.resize_long_min, 1, None, {"integer": True}),
+        ("--resize-long MAX", cfg.resize_long_max, cfg.resize_long_min, None, {"integer": True, "reason": "at least MIN"}),
+        ("--dropout", cfg.dropout, 0, 1, {"high_open": True}),
+        ("--isl-weight", cfg.isl_weight, 0, 1, {"reason": "a mixing weight λ"}),
+        ("--isl-samples", cfg.isl_samples, 1, None, {"integer": True}),
+        ("--isl-scale", cfg.isl_scale, 0, None),
+        ("--fsl-weight", cfg.fsl_weight, 0, None),
+        ("--fsl-mu", cfg.fsl_mu, 0, None),
+        ("--fsl-sigma", cfg.fsl_sigma, 0, None, {"low_open": True}),
+        ("--fsl-window", cfg.fsl_window, 0, None, {"integer": True}),
+    ])
+    check_crop_memory(cfg, 1)
+    # a resized image before cropping: long side resize_long_max, 3 float32 channels, the whole batch
+    check_allocation(float(cfg.batch_size) * cfg.resize_long_max ** 2 * 3 * 4,
+                     f"--resize-long {cfg.resize_long_min} {cfg.resize_long_max}: one batch of resized images",
+                     "Use a smaller --resize-long MAX.")
     checks = [
-        (cfg.epochs >= 1, "--epochs must be at least 1"),
-        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
-        (cfg.crop_size >= 16, "--crop-size must be at least 16"),
-        (0 < cfg.resize_long_min <= cfg.resize_long_max, "--resize-long MIN MAX must satisfy 0 < MIN ≤ MAX"),
-        (cfg.lr > 0, "--lr must be positive"),
-        (0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
-        (cfg.isl_weight is None or 0 <= cfg.isl_weight <= 1, "--isl-weight λ must be in [0, 1]"),
-        (cfg.isl_samples >= 1, "--isl-samples must be at least 1"),
-        (cfg.fsl_weight >= 0, "--fsl-weight must be non-negative"),
-        (cfg.fsl_sigma > 0, "--fsl-sigma must be positive"),
-        (cfg.fsl_window is None or cfg.fsl_window >= 0, "--fsl-window must be ≥ 0"),
         (cfg.fsl_gate is None or cfg.fsl_gate in FSL_GATES, f"--fsl-gate must be one of {', '.join(FSL_GATES)}"),
         (not (cfg.fsl and cfg.resolved_gate() == "a" and cfg.posterior != "multinomial"),
          "--fsl-gate a is the softmax posterior and needs --posterior multinomial"),

@@ -64,6 +64,8 @@ def open_dataset(root: str | Path, layout: str = "auto", split: str = "train", *
     root = Path(root)
     if not root.exists():
         raise UserError(f"{root}: dataset folder not found. Check the path.")
+    if not root.is_dir():
+        raise UserError(f"{root}: is a file, not a dataset folder. Pass the folder that holds the images.")
     name = detect_layout(root) if layout == "auto" else layout
     return _layout_class(name)(root, split=split, **options)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss.constants import IGNORE_INDEX
-from wsss.data.base import Dataset
+from wsss.data.base import Dataset, check_orphan_masks
 from wsss.errors import UserError
 
 #: the 150 classes of the benchmark (first name of each entry of its objectInfo150 table).
@@ -66,6 +66,9 @@ class ADE20kDataset(Dataset):
         self.base = base
         self._folder = folder
         self._images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
+        mask_dir = base / "annotations" / folder
+        if mask_dir.is_dir():
+            check_orphan_masks([p.stem for p in mask_dir.glob("*.png")], self._images, mask_dir, image_dir)
         super().__init__(root, split, sorted(self._images), list(ADE20K_CLASSES))
 
     def image_path(self, image_id: str) -> Path:

@@ -91,6 +91,33 @@ def check_label_map(label: np.ndarray, num_classes: int, shape: tuple[int, int],
     return label.astype(np.uint8, copy=False)
 
 
+def check_orphan_masks(mask_ids: set[str] | list[str], image_ids: set[str] | list[str], mask_folder: Path,
+                       image_folder: Path) -> None:
+    """A dense mask whose image is missing is an error, not an image silently left out.
+
+    Args:
+        mask_ids: ids of the masks found (stems of the mask files).
+        image_ids: ids of the images found.
+        mask_folder, image_folder: named in the message.
+    """
+    orphans = sorted(set(mask_ids) - set(image_ids))
+    if orphans:
+        raise UserError(f"{mask_folder}: {len(orphans)} masks have no image in {image_folder} (e.g. '{orphans[0]}'). "
+                        "Add the missing images or remove their masks.")
+
+
+def check_class_names(classes: list[str], where: Path | str) -> None:
+    """Class names must be distinct non-empty strings (a label value names one class)."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(classes):
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"{where}: class {index} has no name ({name!r}). Give every class a name.")
+        if name in seen:
+            raise UserError(f"{where}: class name '{name}' is used twice (classes {seen[name]} and {index}). "
+                            "Give every class a distinct name.")
+        seen[name] = index
+
+
 class Dataset:
     """A set of images, optionally with dense masks, in one of the supported layouts.
 
@@ -114,6 +141,7 @@ class Dataset:
         self.split = split
         self.ids = list(ids)
         self.classes = list(classes)
+        check_class_names(self.classes, self.root)
         if not self.ids:
             raise UserError(f"{self.root}: no images found for split '{split}' in the {self.layout} layout. Check the path, split and list file.")
 

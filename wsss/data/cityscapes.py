@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss.constants import IGNORE_INDEX
-from wsss.data.base import Dataset, check_label_map, load_label_png
+from wsss.data.base import Dataset, check_label_map, check_orphan_masks, load_label_png
 from wsss.errors import UserError
 
 CITYSCAPES_CLASSES = [
@@ -69,6 +69,11 @@ class CityscapesDataset(Dataset):
         ids = sorted(
             f"{path.parent.name}/{path.name[: -len(IMAGE_SUFFIX)]}" for path in image_dir.glob(f"*/*{IMAGE_SUFFIX}")
         )
+        mask_dir = root / "gtFine" / split
+        if mask_dir.is_dir():
+            masks = {f"{p.parent.name}/{p.name[: -len(suffix)]}" for suffix in (TRAIN_ID_SUFFIX, LABEL_ID_SUFFIX)
+                     for p in mask_dir.glob(f"*/*{suffix}")}
+            check_orphan_masks(masks, ids, mask_dir, image_dir)
         super().__init__(root, split, ids, list(CITYSCAPES_CLASSES))
 
     def image_path(self, image_id: str) -> Path:

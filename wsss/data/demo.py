@@ -53,6 +53,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter, maximum_filter, minimum_filter
 
 from wsss.errors import UserError
+from wsss.validation import check_allocation, check_number
 from wsss.progress import progress_bar
 
 #: shape family of object classes 1, 2, ... (class 0 is background)
@@ -306,6 +307,9 @@ def generate_demo(
         raise UserError(f"--train {train} --val {val}: need at least one image and no negative counts.")
     if ignore_border < 0:
         raise UserError(f"--ignore-border {ignore_border}: must be 0 (off) or a positive width.")
+    check_number("--seed", seed, 0, None, integer=True)
+    check_allocation(float(height) * width * (3 + 1 + 8), f"--size {height} {width}: one image with its mask",
+                     "Choose a smaller --size.")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder. Choose another output path.")
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss.constants import IGNORE_INDEX
-from wsss.data.base import IMAGE_SUFFIXES, Dataset, load_label_png
+from wsss.data.base import IMAGE_SUFFIXES, Dataset, check_class_names, check_orphan_masks, load_label_png
 from wsss.errors import UserError
 
 
@@ -74,10 +74,14 @@ class GenericDataset(Dataset):
                 raise UserError(f"{list_file}: lists {len(missing)} images not in {base / 'images'} (e.g. {missing[0]}). Fix the list.")
         else:
             ids = sorted(self._images)
+            if self._masks_dir is not None:
+                masks = [p.stem for p in self._masks_dir.iterdir() if p.suffix.lower() == ".png"]
+                check_orphan_masks(masks, self._images, self._masks_dir, base / "images")
         if classes is None:
             for candidate in (base / "classes.txt", root / "classes.txt"):
                 if candidate.exists():
                     classes = read_classes_file(candidate)
+                    check_class_names(classes, candidate)
                     break
         if classes is None:
             classes = self._guess_classes(ids)

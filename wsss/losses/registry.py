@@ -38,6 +38,7 @@ from wsss.losses.defaults import GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, 
 from wsss.losses.partial_ce import partial_ce_term, soft_ce_term
 from wsss.losses.term import Term
 from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
+from wsss.validation import check_numbers
 
 
 @dataclass
@@ -150,6 +151,8 @@ class GridCRFLoss(TrainingLoss):
         if neighbourhood not in ("nn4", "nn8"):
             raise UserError(f"--neighbourhood {neighbourhood}: the grid CRF loss needs nn4 or nn8.")
         lam = GRIDCRF_LAMBDA if lam is None else float(lam)
+        check_numbers([("--lambda", lam, 0, None),
+                       ("--bandwidth", bandwidth, 0, None, {"low_open": True, "reason": "the grid weights divide by s²"})])
         self.lam, self.relaxation, self.neighbourhood, self.bandwidth = lam, relaxation, neighbourhood, bandwidth
 
     def terms(self, logits, batch):
@@ -175,6 +178,11 @@ class DenseCRFFamily(TrainingLoss):
         self.name = name
         self.lam = float(lam) if lam is not None else default_dense_weight(name)
         self.extra = dict(options)
+        check_numbers([("--lambda", self.lam, 0, None)])
+        for key, value in self.extra.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                positive = key.startswith("sigma") or key == "scale"
+                check_numbers([(f"--crf-option {key}", value, 0 if positive else None, None, {"low_open": positive})])
         fn = self._fn()
         params = inspect.signature(fn).parameters
         unknown = sorted(k for k in self.extra if k not in params or k in ("probs", "image", "valid", "reduction"))
@@ -279,7 +287,9 @@ def solver_config(options: dict[str, Any], training: bool = False) -> Any:
         options["steps"] = TRAINING_SOLVER_STEPS
     if training:
         options.setdefault("cg_dtype", TRAINING_CG_DTYPE)
-    return SolverConfig(**options)
+    config = SolverConfig(**options)
+    config.resolved()  # validates names and ranges now, not at the first batch
+    return config
 
 
 def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.constants import IGNORE_INDEX
+from wsss.errors import UserError
 from wsss.potts.crossentropy import get_cross_entropy, safe_log
 from wsss.potts.errors import PottsError
 from wsss.potts.linear import solve_quadratic
@@ -50,6 +51,7 @@ from wsss.potts.neighbourhoods import (
     make_neighbourhood,
 )
 from wsss.potts.relaxations import get_relaxation
+from wsss.validation import check_numbers
 
 #: Value of unlabeled pixels in seed maps (:data:`wsss.constants.IGNORE_INDEX`).
 UNLABELED = IGNORE_INDEX
@@ -153,8 +155,23 @@ class SolverConfig:
                       steps=steps if self.steps is None else int(self.steps),
                       lr=lr if self.lr is None else float(self.lr),
                       convex_start=(self.optimizer == "mirror") if self.convex_start is None else bool(self.convex_start))
-        if out.steps < 0 or out.lr <= 0 or self.eta < 0 or self.lam < 0:
-            raise PottsError("solver options: steps must be ≥ 0, lr > 0, eta ≥ 0 and lambda ≥ 0. Fix the values.")
+        try:
+            check_numbers([
+                ("steps", out.steps, 0, None, {"integer": True}),
+                ("lr", out.lr, 0, None, {"low_open": True}),
+                ("momentum", out.momentum, 0, 1, {"high_open": True}),
+                ("max_step", out.max_step, 0, None, {"low_open": True}),
+                ("cg_tol", out.cg_tol, 0, None),
+                ("cg_max_iter", out.cg_max_iter, 0, None, {"integer": True}),
+                ("eta", out.eta, 0, None),
+                ("lam (λ)", out.lam, 0, None),
+                ("bandwidth", out.bandwidth, 0, None, {"low_open": True, "reason": "the grid weights divide by s²"}),
+                ("dn_sigma_xy", out.dn_sigma_xy, 0, None, {"low_open": True}),
+                ("dn_sigma_rgb", out.dn_sigma_rgb, 0, None, {"low_open": True}),
+                ("weight_offset", out.weight_offset, 0, None),
+            ])
+        except UserError as exc:
+            raise PottsError(str(exc)) from None
         return out
 
 

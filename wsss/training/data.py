@@ -32,6 +32,7 @@ from torch.utils.data import DistributedSampler
 from wsss.artifacts import IGNORE_INDEX, Artifact
 from wsss.data import Dataset
 from wsss.errors import UserError
+from wsss.validation import check_finite_input, check_seeds_labelled
 
 #: target sources: what a loss trains on
 TARGETS = ("seeds", "masks", "pseudolabels")
@@ -83,6 +84,9 @@ class TargetSource:
                 raise UserError(f"{artifact.path}: has {len(artifact.classes)} classes but the dataset has {dataset.num_classes}. "
                                 "Pass the matching dataset.")
             self.ids = list(artifact.ids)
+            if kind == "seeds" and self.ids:
+                check_seeds_labelled(artifact, "train on", "Recreate the seeds so that they label some pixels "
+                                     "(e.g. a larger --keep or a smaller --drop-rate).")
         if not self.ids:
             raise UserError(f"{artifact.path if artifact else dataset.root}: no images to train on. Check the inputs.")
 
@@ -96,7 +100,8 @@ class TargetSource:
                             "Recreate the artifact from this dataset.")
         probs = None
         if self.soft:
-            probs = self.artifact.read(image_id, "probs").astype(np.float32)
+            probs = check_finite_input(self.artifact.path, image_id, "probs",
+                                       self.artifact.read(image_id, "probs").astype(np.float32))
             if probs.shape[1:] != tuple(shape):
                 raise UserError(f"{self.artifact.path}: image '{image_id}' has probs of shape {probs.shape}, image {shape}. "
                                 "Recreate the artifact from this dataset.")

@@ -53,6 +53,7 @@ from wsss.training.data import EpochSampler
 from wsss.training.run import RunDir, checkpoint_task, load_checkpoint
 from wsss.training.schedule import PolyLR
 from wsss.training.task import TrainingTask
+from wsss.validation import check_allocation, check_numbers
 
 #: options that may differ between an interrupted run and its --resume
 RESUME_FREE = ("resume", "stop_after_epoch", "device", "workers", "log_every", "command", "progress")
@@ -75,6 +76,33 @@ def resolve_device(name: str, ctx: DistributedContext) -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise UserError(f"--device {name}: not a torch device ({exc}). Use cpu, cuda or cuda:N.") from exc
+
+
+def check_schedule(cfg: Any) -> None:
+    """Ranges of the common options the loop reads (every task's configuration)."""
+    check_numbers([
+        ("--epochs", cfg.epochs, 1, None, {"integer": True}),
+        ("--batch-size", cfg.batch_size, 1, None, {"integer": True}),
+        ("--lr", cfg.lr, 0, None, {"low_open": True}),
+        ("--lr-power", cfg.lr_power, 0, None),
+        ("--momentum", cfg.momentum, 0, 1, {"high_open": True}),
+        ("--weight-decay", cfg.weight_decay, 0, None),
+        ("--head-lr-mult", cfg.head_lr_mult, 0, None),
+        ("--width-mult", cfg.width_mult, 0, None, {"low_open": True}),
+        ("--crop-size", cfg.crop_size, 16, None, {"integer": True}),
+        ("--seed", cfg.seed, 0, 2**63 - 1, {"integer": True}),
+        ("--workers", cfg.workers, 0, None, {"integer": True}),
+        ("--log-every", cfg.log_every, 0, None, {"integer": True, "reason": "0 logs epochs only"}),
+        ("--stop-after-epoch", cfg.stop_after_epoch, 0, None, {"integer": True}),
+    ])
+
+
+def check_crop_memory(cfg: Any, channels: int) -> None:
+    """Refuse a ``--crop-size`` × ``--batch-size`` whose input batch alone cannot fit: ``batch ×
+    crop² × (3 float32 image channels + channels float32 of targets/logits)`` bytes."""
+    nbytes = float(cfg.batch_size) * float(cfg.crop_size) ** 2 * 4 * (3 + channels)
+    check_allocation(nbytes, f"--crop-size {cfg.crop_size} with --batch-size {cfg.batch_size}: one batch of crops",
+                     "Use a smaller --crop-size or --batch-size.")
 
 
 def _all_reduce(t: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
@@ -244,6 +272,22 @@ def check_run_output(task: TrainingTask, cfg: Any) -> None:
 
 def run_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
              on_epoch_end: EpochHook | None = None) -> Path:
+    """:func:`train_task` in a checked run directory: a run that fails before its first checkpoint
+    removes what it created there, so the corrected command is not refused as "already holds a run"."""
+    from wsss.parallel import distributed_context
+
+    run = RunDir(cfg.out, enabled=distributed_context().is_main)
+    run.check_location()
+    before = run.existing()
+    try:
+        return train_task(task, cfg, on_step=on_step, on_epoch_end=on_epoch_end)
+    except Exception:
+        run.remove_new(before)
+        raise
+
+
+def train_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
+               on_epoch_end: EpochHook | None = None) -> Path:
     """Train ``task`` with its configuration ``cfg`` (module docstring); returns the run directory.
 
     Args:
@@ -317,5 +361,6 @@ def run_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
     return run.root
 
 
-__all__ = ["RESUME_FREE", "Trainer", "check_run_output", "checkpoint_state", "resolve_device", "restore_or_create", "run_task",
+__all__ = ["RESUME_FREE", "Trainer", "check_crop_memory", "check_run_output", "check_schedule", "checkpoint_state",
+           "resolve_device", "restore_or_create", "run_task", "train_task",
            "train_one_epoch"]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from wsss.errors import UserError
+from wsss.validation import check_writable_folder
 
 CHECKPOINT_FORMAT = "wsss-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -61,6 +62,37 @@ class RunDir:
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.root / "checkpoints" / f"epoch-{epoch:03d}.pt"
+
+    def check_location(self) -> None:
+        """Before any work: the run directory is a folder (or can be made) in a writable place."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root}: is a file, not a run directory. Choose another --out.")
+        parent = self.root if self.root.exists() else self.root.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        check_writable_folder(parent)
+
+    def existing(self) -> set[Path]:
+        """Which of the run's own paths exist now (see :meth:`remove_new`)."""
+        paths = (self.root, self.config_path, self.metrics_path, self.last, self.root / "checkpoints")
+        return {p for p in paths if p.exists()}
+
+    def remove_new(self, before: set[Path]) -> None:
+        """After a failed start (no checkpoint written): remove what this run created, so that the
+        corrected command can start again; paths in ``before`` and other files are kept."""
+        if not self.enabled or self.last.exists():
+            return
+        for path in (self.config_path, self.metrics_path):
+            if path not in before:
+                path.unlink(missing_ok=True)
+        for folder in (self.root / "checkpoints", self.root):
+            if folder not in before and folder.is_dir():
+                for leftover in folder.glob("*.tmp"):
+                    leftover.unlink(missing_ok=True)
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # holds other files: keep it
 
     def create(self, config: dict[str, Any]) -> None:
         """Start a new run (the caller checked that the folder holds no previous run)."""

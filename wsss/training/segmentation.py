@@ -31,9 +31,10 @@ from wsss.losses.registry import LossBatch, TrainingLoss, make_loss
 from wsss.models import DeepLabV3Plus, ModelConfig, build_model
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig, EvalSet, TargetSource, TrainSet
-from wsss.training.engine import EpochHook, StepHook, run_task
+from wsss.training.engine import EpochHook, StepHook, check_crop_memory, check_schedule, run_task
 from wsss.training.task import TrainingTask
 from wsss.training.validate import evaluate
+from wsss.validation import check_numbers
 
 
 @dataclass
@@ -89,18 +90,15 @@ class TrainConfig:
 
 
 def check_train_config(cfg: TrainConfig) -> None:
-    """Option values ``wsss train`` cannot run with raise :class:`UserError`."""
-    checks = [
-        (cfg.epochs >= 1, "--epochs must be at least 1"),
-        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
-        (cfg.crop_size >= 16, "--crop-size must be at least 16"),
-        (0 < cfg.scale_min <= cfg.scale_max, "--scale-min/--scale-max must satisfy 0 < min ≤ max"),
-        (cfg.lr > 0, "--lr must be positive"),
-        (cfg.warmup_epochs is None or 0 <= cfg.warmup_epochs <= cfg.epochs, "--warmup-epochs must be in 0..--epochs"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(f"{message}. Fix the option.")
+    """Option values ``wsss train`` cannot run with raise :class:`UserError` (range and reason)."""
+    check_schedule(cfg)
+    check_numbers([
+        ("--head-channels", cfg.head_channels, 1, None, {"integer": True}),
+        ("--scale-min", cfg.scale_min, 0, None, {"low_open": True}),
+        ("--scale-max", cfg.scale_max, cfg.scale_min, None, {"reason": "at least --scale-min"}),
+        ("--warmup-epochs", cfg.warmup_epochs, 0, cfg.epochs, {"integer": True, "reason": "part of --epochs"}),
+    ])
+    check_crop_memory(cfg, 2)
 
 
 def loss_record(cfg: TrainConfig, loss: TrainingLoss) -> dict[str, Any]:
