@@ -216,6 +216,9 @@ def test_solve_option_ranges(env, args, needle):
     (["--loss", "densecrf", "--crf-option", "sigma_rgb=0"], "--crf-option sigma_rgb 0"),
     (["--loss", "densecrf", "--lambda", "-1"], "--lambda -1"),
     (["--crop-size", "100000"], "needs at least"),  # 12 × 100000² crops: terabytes
+    # found at the first batch, after the run directory was created: it is removed again
+    (["--scale-min", "100000", "--scale-max", "100000", "--width-mult", "0.25", "--head-channels", "8"],
+     "--scale-max 100000"),
 ])
 def test_train_option_ranges_leave_no_run_directory(env, args, needle):
     out = env["base"] / "bad_run"

@@ -32,7 +32,7 @@ from torch.utils.data import DistributedSampler
 from wsss.artifacts import IGNORE_INDEX, Artifact
 from wsss.data import Dataset
 from wsss.errors import UserError
-from wsss.validation import check_finite_input, check_seeds_labelled
+from wsss.validation import check_allocation, check_finite_input, check_seeds_labelled
 
 #: target sources: what a loss trains on
 TARGETS = ("seeds", "masks", "pseudolabels")
@@ -135,6 +135,9 @@ def augment(
     lab = torch.from_numpy(np.ascontiguousarray(labels))[None, None].float()
     prb = torch.from_numpy(np.ascontiguousarray(probs))[None] if probs is not None else None
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    channels = 3 + 1 + (probs.shape[0] if probs is not None else 0)
+    check_allocation(4.0 * nh * nw * channels, f"--scale-max {config.scale_max}: an image rescaled to {nw}×{nh} px",
+                     "Use a smaller --scale-max.")
     if (nh, nw) != (h, w):
         img = F.interpolate(img, size=(nh, nw), mode="bilinear", align_corners=False)
         lab = F.interpolate(lab, size=(nh, nw), mode="nearest")
