@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from wsss.artifacts import Artifact, ArtifactWriter, parts_path, tmp_path
+from wsss.artifacts import Artifact, ArtifactWriter, parts_path
+from wsss.artifacts import tmp_path as partial_tmp
 from wsss.data import open_dataset
 from wsss_cli.main import app
 
@@ -62,7 +63,7 @@ def refused(args, *needles: str, inputs=(), outputs=()) -> str:
     for out in outputs:
         out = Path(out)
         assert not out.exists() or (out.is_dir() and not any(out.iterdir())), f"{out} was written"
-        for partial in (tmp_path(out), parts_path(out)):
+        for partial in (partial_tmp(out), parts_path(out)):
             assert not partial.exists(), f"{partial} left behind"
     return lines[0]
 
@@ -312,7 +313,7 @@ def test_prepare_without_any_labelled_pixel_is_refused(env, tmp_path):
         Image.fromarray(np.full(env["train"].load_mask(image_id).shape, 255, np.uint8)).save(pngs / f"{image_id}.png")
     result = runner.invoke(app, ["prepare-scribbles", str(env["data"]), str(out), "--png", str(pngs), "--skip-bad"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert not out.exists() and not tmp_path(out).exists() and not parts_path(out).exists()
+    assert not out.exists() and not partial_tmp(out).exists() and not parts_path(out).exists()
 
 
 def test_solve_with_empty_seeds(env):
@@ -356,7 +357,7 @@ def test_nan_results_are_refused_before_writing(env, monkeypatch):
     out = env["base"] / "nan_result.h5"
     with pytest.raises(UserError, match="would hold .* NaN/inf values"):
         solve_stage.run(env["seeds"], out, predictions=env["pred"])
-    assert not out.exists() and not tmp_path(out).exists() and not parts_path(out).exists()
+    assert not out.exists() and not partial_tmp(out).exists() and not parts_path(out).exists()
 
 
 def test_a_mask_without_its_image_is_an_error(env, tmp_path):
