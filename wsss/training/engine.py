@@ -277,7 +277,6 @@ def run_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
     from wsss.parallel import distributed_context
 
     run = RunDir(cfg.out, enabled=distributed_context().is_main)
-    run.check_location()
     before = run.existing()
     try:
         return train_task(task, cfg, on_step=on_step, on_epoch_end=on_epoch_end)
@@ -303,6 +302,7 @@ def train_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
     check_run_output(task, cfg)
     record = {"train": dataclasses.asdict(cfg), **task.record(), "world_size": ctx.world_size}
     run = RunDir(cfg.out, enabled=ctx.is_main)
+    run.check_location()
 
     torch.manual_seed(cfg.seed)
     model, state = restore_or_create(task, cfg, run, record, ctx)

@@ -80,19 +80,20 @@ class RunDir:
     def remove_new(self, before: set[Path]) -> None:
         """After a failed start (no checkpoint written): remove what this run created, so that the
         corrected command can start again; paths in ``before`` and other files are kept."""
-        if not self.enabled or self.last.exists():
+        if not self.enabled or not self.root.is_dir() or self.last.exists():
             return
-        for path in (self.config_path, self.metrics_path):
-            if path not in before:
-                path.unlink(missing_ok=True)
-        for folder in (self.root / "checkpoints", self.root):
-            if folder not in before and folder.is_dir():
-                for leftover in folder.glob("*.tmp"):
-                    leftover.unlink(missing_ok=True)
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass  # holds other files: keep it
+        try:
+            for path in (self.config_path, self.metrics_path):
+                if path not in before:
+                    path.unlink(missing_ok=True)
+            for folder in (self.root / "checkpoints", self.root):
+                if folder not in before and folder.is_dir():
+                    for leftover in folder.glob("*.tmp"):
+                        leftover.unlink(missing_ok=True)
+                    if not any(folder.iterdir()):  # a folder holding other files is kept
+                        folder.rmdir()
+        except OSError:
+            pass  # the cleanup must not hide the error that stopped the run
 
     def create(self, config: dict[str, Any]) -> None:
         """Start a new run (the caller checked that the folder holds no previous run)."""
