@@ -28,10 +28,11 @@ from wsss.cam.seeds import (AFFINITY_ALPHAS, BOX_THRESHOLD, SPML_ALPHA, SPML_MIN
 from wsss.cam.training import LABEL_OFFSET, CamTrainConfig, cam_model_from_checkpoint, open_tags, read_tags, train_cams
 from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, crf_workers
+from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
-from wsss.stages.crf import check_ids, resolve_dataset
+from wsss.stages.artifact_inputs import check_ids, resolve_dataset
 from wsss.validation import check_finite_arrays, check_numbers, check_pass_memory, check_scales
 
 SEED_RULES = ("affinity", "threshold", "boxes")
@@ -74,9 +75,7 @@ def run_export(checkpoint: str | Path, out: str | Path, *, tags: str | Path | No
         raise UserError(f"{ckpt}: the classifier was trained on classes {state.get('classes', [])[:4]}… "
                         f"({len(state.get('classes', []))}), the dataset {dataset.root} has {dataset.num_classes}. "
                         "Export on a dataset with the training classes.")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    if dev.type == "cuda" and workers > 1:
-        raise UserError("--workers > 1 forks CPU processes; with --device cuda use --workers 1 (and torchrun for several GPUs).")
+    dev = resolve_device(device, workers)
     model.to(dev).eval()
     num_fg = dataset.num_classes - LABEL_OFFSET
     posterior = state["model_config"]["posterior"]

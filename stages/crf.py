@@ -20,81 +20,12 @@ import numpy as np
 
 from wsss.artifacts import Artifact
 from wsss.crf import CRFParams, crf_workers, dense_crf
-from wsss.data import Dataset, open_dataset, open_recorded_dataset
+from wsss.data import Dataset
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
+from wsss.stages.artifact_inputs import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
 from wsss.validation import check_finite_arrays
-
-#: artifact kind -> name of its per-image soft class scores (K×H×W probabilities)
-SOFT_SCORES = {"predictions": "scores", "pseudolabels": "probs"}
-
-
-def resolve_dataset(
-    art: Artifact,
-    data: str | Path | None = None,
-    layout: str | None = None,
-    split: str | None = None,
-) -> Dataset:
-    """The dataset an artifact refers to: the one it recorded, or ``data`` / ``layout`` /
-    ``split`` where given (each overrides the recorded value).
-
-    Raises:
-        UserError: the artifact records no dataset and ``data`` is not given.
-    """
-    record = art.dataset
-    if record is None:
-        if data is None:
-            raise UserError(f"{art.path}: records no dataset. Pass the dataset folder with --data.")
-        return open_dataset(data, layout=layout or "auto", split=split or "train")
-    record = dict(record)
-    if layout is not None:
-        record["layout"] = layout
-    if split is not None:
-        record["split"] = split
-    if data is not None and layout is None and Path(data).resolve() != Path(record.get("root", "")).resolve():
-        record["layout"] = "auto"
-    return open_recorded_dataset(record, override_root=data)
-
-
-def check_ids(art: Artifact, dataset: Dataset, ids: list[str]) -> None:
-    """Every id must be an image of ``dataset``; raises a UserError naming the artifact."""
-    known = set(dataset.ids)
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        raise UserError(
-            f"{art.path}: {len(unknown)} images are not in the dataset {dataset.root} "
-            f"[{dataset.split}] (e.g. '{unknown[0]}'). Pass the matching --data/--layout/--split."
-        )
-
-
-def read_soft_scores(art: Artifact, image_id: str, num_classes: int) -> np.ndarray:
-    """The soft class scores of one image, checked.
-
-    Returns:
-        K×H×W array as stored (float16 usually).
-
-    Raises:
-        UserError: the kind has no soft scores, K differs from the class list, or NaN/inf values.
-    """
-    name = SOFT_SCORES.get(art.kind)
-    if name is None:
-        raise UserError(
-            f"{art.path}: a '{art.kind}' artifact has no class probabilities to refine. "
-            f"Pass a {' or '.join(SOFT_SCORES)} artifact."
-        )
-    scores = art.read(image_id, name)
-    if scores.ndim != 3 or scores.shape[0] != num_classes:
-        raise UserError(
-            f"{art.path}: {name} of image '{image_id}' have shape {scores.shape}, expected "
-            f"{num_classes}×H×W for its {num_classes} classes. Recreate the artifact."
-        )
-    if not np.isfinite(scores).all():
-        raise UserError(
-            f"{art.path}: {name} of image '{image_id}' contain NaN or infinite values. "
-            "Recreate the artifact (check the model or solver that wrote it)."
-        )
-    return scores
 
 
 def refine(
@@ -201,4 +132,4 @@ def run(
     )
 
 
-__all__ = ["SOFT_SCORES", "check_ids", "read_soft_scores", "refine", "resolve_dataset", "run"]
+__all__ = ["refine", "run"]

@@ -57,7 +57,8 @@ from wsss.locks import OutputLock
 from wsss.parallel import all_reduce_sum, init_distributed, map_images, run_on_all_ranks, shard
 from wsss.paths import StageInputs
 from wsss.progress import progress_bar
-from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, refine, resolve_dataset
+from wsss.stages.artifact_inputs import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
+from wsss.stages.crf import refine
 from wsss.validation import check_number, check_output_file
 
 

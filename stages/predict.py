@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
+from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.inference import multiscale_flip_sum, scaled_size
 from wsss.models import DeepLabV3Plus, ModelConfig
@@ -109,17 +110,7 @@ def run(cfg: PredictConfig) -> Path:
     """Write the predictions artifact; returns its path."""
     check_scales("--scales", cfg.scales)
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {cfg.device}: CUDA is not available. Use --device cpu.")
-        if cfg.workers > 1:
-            raise UserError("--workers: use 1 with CUDA (one process per GPU; run under torchrun for several GPUs).")
-    device = torch.device(name)
+    device = resolve_device(cfg.device, cfg.workers)
     model, meta = load_model(ckpt, device)
     dataset = open_images(meta, cfg.data, cfg.layout, cfg.split)
     classes = meta.get("classes") or dataset.classes

@@ -26,36 +26,16 @@ import numpy as np
 
 from wsss.artifacts import Artifact
 from wsss.constants import IGNORE_INDEX
+from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.potts.solver import SolverConfig
-from wsss.stages.crf import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
+from wsss.stages.artifact_inputs import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
 from wsss.validation import check_finite_arrays, check_seeds_labelled
 
 #: Probabilities are clamped at this value before ``ln`` when predictions become the solver's logits.
 PROB_EPS = 1e-8
-
-
-def _device(name: str, workers: int):
-    import os
-
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine. Use --device cpu.")
-        if workers > 1:
-            raise UserError("--workers > 1 forks CPU processes; with --device cuda use --workers 1 "
-                            "(and torchrun for several GPUs).")
-        if name == "cuda":
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"--device {name}: not a torch device ({exc}). Use cpu, cuda or cuda:N.") from exc
 
 
 def solve_image(image: np.ndarray, seeds: np.ndarray, probs: np.ndarray | None, num_classes: int,
@@ -152,7 +132,7 @@ def run(
     if pred_art is not None and not allow_empty:
         check_seeds_labelled(seeds_art, "solve from", "Recreate the seeds so that they label some pixels, or pass "
                              "--allow-empty to only regularize the predictions.")
-    dev = _device(device, workers)
+    dev = resolve_device(device, workers)
     if config is None:
         config = {"stage": "solve", "seeds": str(seeds_art.path), "out": str(out),
                   "predictions": None if pred_art is None else str(pred_art.path), "device": device,
