@@ -12,9 +12,13 @@ from typing import List, Optional
 import typer
 
 from wsss.cam.seeds import BOX_THRESHOLD, SPML_ALPHA, SPML_MIN_SCORE
+from wsss.cam.training import CamTrainConfig
 from wsss_cli.common import command, command_line, config_of, console, resume_option, workers_option
 from wsss_cli.crf import (bi_compat_option, bi_srgb_option, bi_sxy_option, crf_device_option, engine_option,
                           eps_option, gauss_compat_option, gauss_sxy_option, iterations_option, make_params)
+
+#: the defaults of ``cam train`` (one source: :class:`wsss.cam.training.CamTrainConfig`)
+_C = CamTrainConfig(out="", tags="")
 
 cam_app = typer.Typer(
     name="cam", no_args_is_help=True, add_completion=False,
@@ -27,48 +31,47 @@ cam_app = typer.Typer(
 def _train(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (created; must not hold a run unless --resume)."),
     tags: Path = typer.Option(..., "--tags", help="Tags artifact (wsss prepare-tags) of the training images."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder (default: the one recorded in the tags artifact)."),
-    layout: str = typer.Option("auto", "--layout", help="Dataset layout: auto, generic, voc, cityscapes, ade20k."),
-    split: Optional[str] = typer.Option(None, "--split", help="Dataset split (default: recorded in the tags artifact)."),
-    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50 (Jonnarth et al. 2024: torchvision ResNet in place of SEAM's ResNet-38), resnet101, mobilenet_v2 (toolkit: small budgets)."),
-    output_stride: int = typer.Option(8, "--output-stride", help="8 (Jonnarth et al. 2024: stride-8 CAM grid) or 16."),
-    width_mult: float = typer.Option(1.0, "--width-mult", help="MobileNetV2 width multiplier (1.0; ImageNet weights exist for 1.0)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Backbone ImageNet weights: a local torchvision state-dict file of the full classification model, or 'imagenet' (torchvision weights API, downloads once). Default: random init (warning) (Jonnarth et al. 2024: ImageNet)."),
-    posterior: str = typer.Option("binomial", "--posterior", help="binomial: sigmoid per class, no background channel (Jonnarth et al. 2024: proposed, default); multinomial: softmax with background channel 0 (original ISL/FSL)."),
-    dropout: float = typer.Option(0.5, "--dropout", help="Dropout2d before the 1×1 head (SEAM: 0.5)."),
-    isl: bool = typer.Option(True, "--isl/--no-isl", help="Importance sampling loss (eq. 16: (1−λ)·GAP + λ·ISL); --no-isl trains the GAP baseline (Jonnarth et al. 2024: on)."),
-    isl_weight: Optional[float] = typer.Option(None, "--isl-weight", help="ISL mixing weight λ (Jonnarth et al. 2024, Table 4: 0.2 binomial, 0.6 multinomial)."),
-    isl_samples: int = typer.Option(10, "--isl-samples", help="Samples N per class and image (Jonnarth et al. 2024, Table 5: 10)."),
-    isl_scale: float = typer.Option(1.0, "--isl-scale", help="Factor on the λ·ISL term (Jonnarth et al. 2024: 1 SEAM; 0.1 SIPE/MCTformer)."),
-    fsl: bool = typer.Option(True, "--fsl/--no-fsl", help="Feature similarity loss, + β·L_fs (Jonnarth et al. 2024: on)."),
-    fsl_weight: float = typer.Option(1.0, "--fsl-weight", help="FSL weight β (Jonnarth et al. 2024: 1 VOC/SEAM; 0.2 COCO; 0.1 SIPE/MCTformer)."),
-    fsl_mu: float = typer.Option(2.5, "--fsl-mu", help="FSL μ of f(δ) (Jonnarth et al. 2024: 2.5, fixed)."),
-    fsl_sigma: float = typer.Option(5.0, "--fsl-sigma", help="FSL spatial σ_fs in grid cells (Jonnarth et al. 2024: 5, fixed)."),
-    fsl_gate: Optional[str] = typer.Option(None, "--fsl-gate", help="Gate input: r (max-normalised CAM), b (sigmoid), a (softmax, multinomial only) (Jonnarth et al. 2024: r, J 66.9 vs 64.6 for b; toolkit: a with --posterior multinomial, the original FSL)."),
-    fsl_bg_channel: bool = typer.Option(True, "--fsl-bg-channel/--no-fsl-bg-channel", help="Add the background channel 1 − max r to the gate (Jonnarth et al. 2024: on, as the code)."),
-    fsl_window: Optional[int] = typer.Option(None, "--fsl-window", help="Square window radius R (approximation, ⌈3σ⌉ = 15 drops ≈0.4 % of the weight) (Jonnarth et al. 2024: exact all pairs, as the code)."),
-    epochs: int = typer.Option(8, "--epochs", help="Epochs (Jonnarth et al. 2024: 8)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per step and process (Jonnarth et al. 2024: 8)."),
-    lr: float = typer.Option(0.01, "--lr", help="Learning rate of the pretrained weights, poly decay (Jonnarth et al. 2024: 0.01)."),
-    lr_power: float = typer.Option(0.9, "--lr-power", help="Poly decay power (Jonnarth et al. 2024: 0.9)."),
-    momentum: float = typer.Option(0.0, "--momentum", help="SGD momentum (toolkit default 0; the code's quirk gives 5e-4)."),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay", help="Weight decay of weights (biases: 0) (Jonnarth et al. 2024: 5e-4)."),
-    head_lr_mult: float = typer.Option(10.0, "--head-lr-mult", help="lr factor of the new head (its biases ×2 more; pretrained biases ×2) (Jonnarth et al. 2024: 10)."),
-    resize_long: tuple[int, int] = typer.Option((448, 768), "--resize-long", help="Random long side range MIN MAX (Jonnarth et al. 2024: 448 768)."),
-    crop_size: int = typer.Option(448, "--crop-size", help="Random crop side (Jonnarth et al. 2024: 448)."),
-    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random horizontal flip (Jonnarth et al. 2024)."),
-    color_jitter: bool = typer.Option(True, "--color-jitter/--no-color-jitter", help="ColorJitter 0.3/0.3/0.3/0.1 (Jonnarth et al. 2024)."),
-    seed: int = typer.Option(1, "--seed", help="Random seed: weights, data order, augmentation, ISL draws (Jonnarth et al. 2024: 1)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (ignored on CPU)."),
-    workers: int = typer.Option(0, "--workers", "-j", min=0, help="DataLoader worker processes per rank."),
-    log_every: int = typer.Option(10, "--log-every", help="Step record to metrics.jsonl every N steps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its last.pt (same options)."),
-    stop_after_epoch: Optional[int] = typer.Option(None, "--stop-after-epoch", hidden=True),
+    data: Optional[Path] = typer.Option(_C.data, "--data", help="Dataset folder (default: the one recorded in the tags artifact)."),
+    layout: str = typer.Option(_C.layout, "--layout", help="Dataset layout: auto, generic, voc, cityscapes, ade20k."),
+    split: Optional[str] = typer.Option(_C.split, "--split", help="Dataset split (default: recorded in the tags artifact)."),
+    backbone: str = typer.Option(_C.backbone, "--backbone", help="resnet50 (Jonnarth et al. 2024: torchvision ResNet in place of SEAM's ResNet-38), resnet101, mobilenet_v2 (toolkit: small budgets)."),
+    output_stride: int = typer.Option(_C.output_stride, "--output-stride", help="8 (Jonnarth et al. 2024: stride-8 CAM grid) or 16."),
+    width_mult: float = typer.Option(_C.width_mult, "--width-mult", help="MobileNetV2 width multiplier (1.0; ImageNet weights exist for 1.0)."),
+    weights: Optional[str] = typer.Option(_C.weights, "--weights", help="Backbone ImageNet weights: a local torchvision state-dict file of the full classification model, or 'imagenet' (torchvision weights API, downloads once). Default: random init (warning) (Jonnarth et al. 2024: ImageNet)."),
+    posterior: str = typer.Option(_C.posterior, "--posterior", help="binomial: sigmoid per class, no background channel (Jonnarth et al. 2024: proposed, default); multinomial: softmax with background channel 0 (original ISL/FSL)."),
+    dropout: float = typer.Option(_C.dropout, "--dropout", help="Dropout2d before the 1×1 head (SEAM: 0.5)."),
+    isl: bool = typer.Option(_C.isl, "--isl/--no-isl", help="Importance sampling loss (eq. 16: (1−λ)·GAP + λ·ISL); --no-isl trains the GAP baseline (Jonnarth et al. 2024: on)."),
+    isl_weight: Optional[float] = typer.Option(_C.isl_weight, "--isl-weight", help="ISL mixing weight λ (Jonnarth et al. 2024, Table 4: 0.2 binomial, 0.6 multinomial)."),
+    isl_samples: int = typer.Option(_C.isl_samples, "--isl-samples", help="Samples N per class and image (Jonnarth et al. 2024, Table 5: 10)."),
+    isl_scale: float = typer.Option(_C.isl_scale, "--isl-scale", help="Factor on the λ·ISL term (Jonnarth et al. 2024: 1 SEAM; 0.1 SIPE/MCTformer)."),
+    fsl: bool = typer.Option(_C.fsl, "--fsl/--no-fsl", help="Feature similarity loss, + β·L_fs (Jonnarth et al. 2024: on)."),
+    fsl_weight: float = typer.Option(_C.fsl_weight, "--fsl-weight", help="FSL weight β (Jonnarth et al. 2024: 1 VOC/SEAM; 0.2 COCO; 0.1 SIPE/MCTformer)."),
+    fsl_mu: float = typer.Option(_C.fsl_mu, "--fsl-mu", help="FSL μ of f(δ) (Jonnarth et al. 2024: 2.5, fixed)."),
+    fsl_sigma: float = typer.Option(_C.fsl_sigma, "--fsl-sigma", help="FSL spatial σ_fs in grid cells (Jonnarth et al. 2024: 5, fixed)."),
+    fsl_gate: Optional[str] = typer.Option(_C.fsl_gate, "--fsl-gate", help="Gate input: r (max-normalised CAM), b (sigmoid), a (softmax, multinomial only) (Jonnarth et al. 2024: r, J 66.9 vs 64.6 for b; toolkit: a with --posterior multinomial, the original FSL)."),
+    fsl_bg_channel: bool = typer.Option(_C.fsl_bg_channel, "--fsl-bg-channel/--no-fsl-bg-channel", help="Add the background channel 1 − max r to the gate (Jonnarth et al. 2024: on, as the code)."),
+    fsl_window: Optional[int] = typer.Option(_C.fsl_window, "--fsl-window", help="Square window radius R (approximation, ⌈3σ⌉ = 15 drops ≈0.4 % of the weight) (Jonnarth et al. 2024: exact all pairs, as the code)."),
+    epochs: int = typer.Option(_C.epochs, "--epochs", help="Epochs (Jonnarth et al. 2024: 8)."),
+    batch_size: int = typer.Option(_C.batch_size, "--batch-size", help="Images per step and process (Jonnarth et al. 2024: 8)."),
+    lr: float = typer.Option(_C.lr, "--lr", help="Learning rate of the pretrained weights, poly decay (Jonnarth et al. 2024: 0.01)."),
+    lr_power: float = typer.Option(_C.lr_power, "--lr-power", help="Poly decay power (Jonnarth et al. 2024: 0.9)."),
+    momentum: float = typer.Option(_C.momentum, "--momentum", help="SGD momentum (toolkit default 0; the code's quirk gives 5e-4)."),
+    weight_decay: float = typer.Option(_C.weight_decay, "--weight-decay", help="Weight decay of weights (biases: 0) (Jonnarth et al. 2024: 5e-4)."),
+    head_lr_mult: float = typer.Option(_C.head_lr_mult, "--head-lr-mult", help="lr factor of the new head (its biases ×2 more; pretrained biases ×2) (Jonnarth et al. 2024: 10)."),
+    resize_long: tuple[int, int] = typer.Option((_C.resize_long_min, _C.resize_long_max), "--resize-long", help="Random long side range MIN MAX (Jonnarth et al. 2024: 448 768)."),
+    crop_size: int = typer.Option(_C.crop_size, "--crop-size", help="Random crop side (Jonnarth et al. 2024: 448)."),
+    flip: bool = typer.Option(_C.flip, "--flip/--no-flip", help="Random horizontal flip (Jonnarth et al. 2024)."),
+    color_jitter: bool = typer.Option(_C.color_jitter, "--color-jitter/--no-color-jitter", help="ColorJitter 0.3/0.3/0.3/0.1 (Jonnarth et al. 2024)."),
+    seed: int = typer.Option(_C.seed, "--seed", help="Random seed: weights, data order, augmentation, ISL draws (Jonnarth et al. 2024: 1)."),
+    device: str = typer.Option(_C.device, "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
+    amp: bool = typer.Option(_C.amp, "--amp/--no-amp", help="Mixed precision on CUDA (ignored on CPU)."),
+    workers: int = typer.Option(_C.workers, "--workers", "-j", min=0, help="DataLoader worker processes per rank."),
+    log_every: int = typer.Option(_C.log_every, "--log-every", help="Step record to metrics.jsonl every N steps."),
+    resume: bool = typer.Option(_C.resume, "--resume", help="Continue the interrupted run in --out from its last.pt (same options)."),
+    stop_after_epoch: Optional[int] = typer.Option(_C.stop_after_epoch, "--stop-after-epoch", hidden=True),
 ) -> None:
     """Train the multi-label CAM classifier from image tags: GAP baseline, + ISL, + FSL; writes a run
     directory like wsss train (config.json, metrics.jsonl, last.pt, checkpoints/). Runs under torchrun."""
-    from wsss.cam.training import CamTrainConfig
     from wsss.parallel import distributed_context
     from wsss.stages import cam as stage
 

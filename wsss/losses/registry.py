@@ -21,24 +21,33 @@ Defaults tuned under the earlier shared-Z rule are converted at their tuning run
 
 During the pCE warm-up (``--warmup-epochs``) every seeds-based loss uses its ``pce`` term only
 (:meth:`TrainingLoss.warmup_terms`).
+
+Options: each loss class declares its options once, in :attr:`TrainingLoss.OPTIONS` (a tuple of
+:class:`LossOption`: the ``wsss train`` flag, where :func:`make_loss` finds the value, the default and
+its source). :func:`make_loss` accepts exactly the declared keys; ``wsss train`` derives from the same
+declarations which flags apply to which loss, how their values reach ``make_loss`` and their help.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from wsss.errors import UserError
-from wsss.losses.defaults import GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, SL_WEIGHT_PER_ETA
+from wsss.losses.defaults import DENSECRF_WEIGHT, GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, SL_WEIGHT_PER_ETA
 from wsss.losses.partial_ce import partial_ce_term, soft_ce_term
 from wsss.losses.term import Term
 from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
+from wsss.potts.solver import SolverConfig
 from wsss.validation import check_numbers
+
+#: the solver configuration's defaults (what ``--loss collision`` shows for its solver options)
+_SOLVER = SolverConfig()
 
 
 @dataclass
@@ -58,13 +67,57 @@ class LossBatch:
     probs: Tensor | None = None
 
 
+@dataclass(frozen=True)
+class LossOption:
+    """One option of a loss, declared once on its class (:attr:`TrainingLoss.OPTIONS`).
+
+    Attributes:
+        flag: the ``wsss train`` flag (``--lambda``); losses with a same-named option share the flag.
+            ``None``: a library option without a flag.
+        key: where the options dict of :func:`make_loss` holds the value: ``("lam",)``, or nested
+            ``("solver", "lam")`` (a field of the solver configuration).
+        help: what the option sets for this loss, its default and the default's source.
+        default: the value used when the option is not given (``None``: computed, see ``help``).
+        kind: ``value`` (recorded when given), ``switch`` (a boolean flag, always recorded; ``False`` counts
+            as not given), ``pairs`` (repeatable ``KEY=VALUE`` items: a dict at ``key``, always recorded;
+            the nested values of other options are merged into it).
+    """
+
+    flag: str | None
+    key: tuple[str, ...]
+    help: str
+    default: Any = None
+    kind: str = "value"
+
+
 class TrainingLoss:
-    """Base class. ``target`` says what the loss trains on: ``seeds``, ``masks`` or ``pseudolabels``."""
+    """Base class. ``target`` says what the loss trains on: ``seeds``, ``masks`` or ``pseudolabels``.
+
+    A loss declares its options in :attr:`OPTIONS`; :meth:`from_options` builds it from an options
+    dict whose keys are the first elements of the declared keys (checked by :func:`make_loss`).
+    """
 
     name = "base"
     target = "seeds"
     #: default number of pCE-only warm-up epochs as a fraction of --epochs (0: none)
     default_warmup_fraction = 0.0
+    #: the loss's options (see :class:`LossOption`); none by default
+    OPTIONS: ClassVar[tuple[LossOption, ...]] = ()
+
+    @classmethod
+    def option_keys(cls) -> set[str]:
+        """The top-level keys of the options dict this loss accepts."""
+        return {o.key[0] for o in cls.OPTIONS}
+
+    @classmethod
+    def option_default(cls, key: str) -> Any:
+        """The declared default of the top-level option ``key``."""
+        return next(o.default for o in cls.OPTIONS if o.key == (key,))
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "TrainingLoss":
+        """The loss built from an options dict (keys checked against :attr:`OPTIONS`)."""
+        return cls(**options)
 
     def terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Term]:
         """Named terms (weighted batch sums and their counts). logits: ``B×K×H×W`` float."""
@@ -112,9 +165,11 @@ class PseudoCE(TrainingLoss):
 
     name = "pseudo"
     target = "pseudolabels"
+    OPTIONS = (LossOption("--hard", ("hard",), "train on the artifact's label map instead of its soft probabilities",
+                          default=False, kind="switch"),)
 
-    def __init__(self, hard: bool = False):
-        self.hard = hard
+    def __init__(self, hard: bool | None = None):
+        self.hard = bool(self.option_default("hard") if hard is None else hard)
 
     @property
     def uses_soft_targets(self) -> bool:
@@ -142,15 +197,26 @@ class GridCRFLoss(TrainingLoss):
     """
 
     name = "gridcrf"
+    OPTIONS = (
+        LossOption("--lambda", ("lam",), f"{GRIDCRF_LAMBDA:.4g} (demo search, converted to the per-pair mean)",
+                   default=GRIDCRF_LAMBDA),
+        LossOption("--relaxation", ("relaxation",), "collision-divergence (any Potts relaxation)",
+                   default="collision-divergence"),
+        LossOption("--neighbourhood", ("neighbourhood",), "nn4 (Zhang & Boykov 2025) or nn8", default="nn4"),
+        LossOption("--bandwidth", ("bandwidth",), f"{DEFAULT_BANDWIDTH:g} (Zhang & Boykov 2025, VOC)",
+                   default=DEFAULT_BANDWIDTH),
+    )
 
-    def __init__(self, lam: float | None = None, relaxation: str = "collision-divergence", neighbourhood: str = "nn4",
-                 bandwidth: float = DEFAULT_BANDWIDTH):
+    def __init__(self, lam: float | None = None, relaxation: str | None = None, neighbourhood: str | None = None,
+                 bandwidth: float | None = None):
         from wsss.potts.relaxations import get_relaxation
 
+        given = {"lam": lam, "relaxation": relaxation, "neighbourhood": neighbourhood, "bandwidth": bandwidth}
+        lam, relaxation, neighbourhood, bandwidth = (self.option_default(k) if v is None else v for k, v in given.items())
         get_relaxation(relaxation)  # validates the name
         if neighbourhood not in ("nn4", "nn8"):
             raise UserError(f"--neighbourhood {neighbourhood}: the grid CRF loss needs nn4 or nn8.")
-        lam = GRIDCRF_LAMBDA if lam is None else float(lam)
+        lam = float(lam)
         check_numbers([("--lambda", lam, 0, None),
                        ("--bandwidth", bandwidth, 0, None, {"low_open": True, "reason": "the grid weights divide by s²"})])
         self.lam, self.relaxation, self.neighbourhood, self.bandwidth = lam, relaxation, neighbourhood, bandwidth
@@ -170,14 +236,13 @@ class GridCRFLoss(TrainingLoss):
 class DenseCRFFamily(TrainingLoss):
     """``densecrf`` / ``ncut`` / ``kernelcut``: pCE + λ · mean over the batch's images of R(σ) with the
     bilateral filter library (:func:`wsss.losses.densecrf.densecrf_loss` / ``ncut_loss`` / ``kernelcut_loss``,
-    per-image sums; rloss's normalization). ``options`` are passed through as keyword arguments (``sigma_rgb``, ``sigma_xy``, ``scale``,
+    per-image sums; rloss's normalization). ``dense`` options are passed through as keyword arguments (``sigma_rgb``, ``sigma_xy``, ``scale``,
     ``gamma``, ``exact``, ...; defaults are that module's: rloss's recommended σ_rgb 15, σ_xy 100,
-    scale 0.5). Default λ: :func:`default_dense_weight`."""
+    scale 0.5). Default λ: :func:`default_dense_weight`. One subclass per loss name."""
 
-    def __init__(self, name: str, lam: float | None = None, **options: Any):
-        self.name = name
-        self.lam = float(lam) if lam is not None else default_dense_weight(name)
-        self.extra = dict(options)
+    def __init__(self, lam: float | None = None, dense: dict[str, Any] | None = None):
+        self.lam = float(lam) if lam is not None else float(self.option_default("lam"))
+        self.extra = dict(dense or {})
         check_numbers([("--lambda", self.lam, 0, None)])
         for key, value in self.extra.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -188,7 +253,7 @@ class DenseCRFFamily(TrainingLoss):
         unknown = sorted(k for k in self.extra if k not in params or k in ("probs", "image", "valid", "reduction"))
         if unknown:
             allowed = [k for k in params if k not in ("probs", "image", "valid", "reduction")]
-            raise UserError(f"--crf-option {unknown[0]}: not an option of --loss {name}. Known: {', '.join(allowed)}.")
+            raise UserError(f"--crf-option {unknown[0]}: not an option of --loss {self.name}. Known: {', '.join(allowed)}.")
 
     def _fn(self):
         from wsss.losses import densecrf
@@ -211,8 +276,6 @@ def default_dense_weight(name: str) -> float:
     """Default λ of the dense losses (weights of the per-image sum averaged over the batch's images):
     ``densecrf``: :data:`wsss.losses.densecrf.DENSECRF_WEIGHT` (the calibration to rloss's recommended
     setting); ``kernelcut``: :data:`KERNELCUT_WEIGHT`; ``ncut``: :data:`NCUT_WEIGHT` (CamVid search, converted)."""
-    from wsss.losses.defaults import DENSECRF_WEIGHT
-
     if name == "ncut":
         return NCUT_WEIGHT
     if name == "kernelcut":
@@ -220,6 +283,43 @@ def default_dense_weight(name: str) -> float:
     return DENSECRF_WEIGHT
 
 
+def _dense_options(name: str, lam_help: str) -> tuple[LossOption, ...]:
+    return (
+        LossOption("--lambda", ("lam",), lam_help, default=default_dense_weight(name)),
+        LossOption("--crf-option", ("dense",), f"a keyword of wsss.losses.densecrf.{name}_loss, KEY=VALUE "
+                   "(repeatable, e.g. sigma_rgb=15; defaults: that function's)", default={}, kind="pairs"),
+    )
+
+
+class DenseCRFLoss(DenseCRFFamily):
+    """``densecrf``: pCE + λ R_CRF(σ) (Tang et al. 2018)."""
+
+    name = "densecrf"
+    OPTIONS = _dense_options("densecrf", f"{DENSECRF_WEIGHT:.4g} (rloss's recommended weight 2e-9 × its batch 12, "
+                             "lattice-scale corrected)")
+
+
+class NCutLoss(DenseCRFFamily):
+    """``ncut``: pCE + λ R_NC(σ) (Tang et al. 2018)."""
+
+    name = "ncut"
+    OPTIONS = _dense_options("ncut", f"{NCUT_WEIGHT:.4g} (CamVid search, converted)")
+
+
+class KernelCutLoss(DenseCRFFamily):
+    """``kernelcut``: pCE + λ R_KC(σ) (Tang et al. 2018)."""
+
+    name = "kernelcut"
+    OPTIONS = _dense_options("kernelcut", f"{KERNELCUT_WEIGHT:.4g} (CamVid search, converted)")
+
+
+#: Mirror-descent steps per batch of ``--loss collision`` when none are given (the offline ``wsss solve``
+#: default is 50): a training-time budget chosen on the demo data (docs/demo-results.md), where 20 steps
+#: after the convex start trained as well as 50 at under half the solver time.
+TRAINING_SOLVER_STEPS = 20
+#: Precision of the convex start's CG in training (float32: ≈ 1.7× faster than float64 there, same
+#: pseudo-labels to 1.5e-4; benchmarks/train_step.py).
+TRAINING_CG_DTYPE = "float32"
 
 
 class SelfLabelingLoss(TrainingLoss):
@@ -238,12 +338,43 @@ class SelfLabelingLoss(TrainingLoss):
 
     name = "collision"
     default_warmup_fraction = 0.2
+    OPTIONS = (
+        LossOption("--solver-option", ("solver",), "any other SolverConfig field, KEY=VALUE (repeatable)",
+                   default={}, kind="pairs"),
+        LossOption("--lambda", ("solver", "lam"), f"the solver's Potts weight, {_SOLVER.lam:g} (demo search, sum "
+                   "energy)", default=_SOLVER.lam),
+        LossOption("--eta", ("solver", "eta"), f"{_SOLVER.eta:g} in the solver's sum energy (an unverified secondary "
+                   "source's value, confirmed on the demo data against 0.1 and 1.0); the network step weights the mean of CE(y,σ) over unlabelled pixels by "
+                   f"η × {SL_WEIGHT_PER_ETA:.4g} (the demo setting converted)", default=_SOLVER.eta),
+        LossOption("--relaxation", ("solver", "relaxation"), f"{_SOLVER.relaxation}", default=_SOLVER.relaxation),
+        LossOption("--ce", ("solver", "ce"), f"standard, reverse or collision; {_SOLVER.ce} "
+                   "(Zhang & Boykov 2025's best)", default=_SOLVER.ce),
+        LossOption("--neighbourhood", ("solver", "neighbourhood"), "nn4, nn8, or dn with bilinear/quadratic; "
+                   f"{_SOLVER.neighbourhood} (Zhang & Boykov 2025)", default=_SOLVER.neighbourhood),
+        LossOption("--bandwidth", ("solver", "bandwidth"), f"{_SOLVER.bandwidth:g} (Zhang & Boykov 2025, VOC)",
+                   default=_SOLVER.bandwidth),
+        LossOption("--solver-steps", ("solver", "steps"), f"mirror {TRAINING_SOLVER_STEPS} (toolkit training budget, "
+                   "docs/demo-results.md), sgd 200 (Zhang & Boykov 2025)"),
+        LossOption("--solver-lr", ("solver", "lr"), "mirror 1.0 (toolkit, preconditioned), sgd 0.075 "
+                   "(Zhang & Boykov 2025)"),
+        LossOption("--solver-optimizer", ("solver", "optimizer"), "mirror (convex start + preconditioned mirror "
+                   "descent, toolkit), sgd (Zhang & Boykov 2025's plain gradient descent) or adam; "
+                   f"{_SOLVER.optimizer}", default=_SOLVER.optimizer),
+        LossOption("--hard", ("hard",), "hard self-labeling (one-hot arg-max of y)", default=False, kind="switch"),
+        LossOption(None, ("weight",), f"network-step weight of the mean CE(y,σ) over unlabelled pixels; "
+                   f"η × {SL_WEIGHT_PER_ETA:.4g}"),
+    )
 
-    def __init__(self, solver: Any = None, hard: bool = False, weight: float | None = None):
+    def __init__(self, solver: Any = None, hard: bool | None = None, weight: float | None = None):
         self.solver = solver if solver is not None else solver_config({}, training=True)
-        self.hard = hard
+        self.hard = bool(self.option_default("hard") if hard is None else hard)
         self.weight = float(weight) if weight is not None else self.solver.eta * SL_WEIGHT_PER_ETA
         self.last_pseudo_labels: Tensor | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "SelfLabelingLoss":
+        return cls(solver_config(options.get("solver", {}), training=True), hard=options.get("hard"),
+                   weight=options.get("weight"))
 
     def terms(self, logits, batch):
         from wsss.losses.self_labeling import self_labeling_terms
@@ -257,27 +388,12 @@ class SelfLabelingLoss(TrainingLoss):
         return {"hard": self.hard, "weight": self.weight, "solver": dataclasses.asdict(self.solver)}
 
 
-#: --loss names
-LOSS_NAMES = ("pce", "full", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "pseudo")
-
-
-#: Mirror-descent steps per batch of ``--loss collision`` when none are given (the offline ``wsss solve``
-#: default is 50): a training-time budget chosen on the demo data (docs/demo-results.md), where 20 steps
-#: after the convex start trained as well as 50 at under half the solver time.
-TRAINING_SOLVER_STEPS = 20
-#: Precision of the convex start's CG in training (float32: ≈ 1.7× faster than float64 there, same
-#: pseudo-labels to 1.5e-4; benchmarks/train_step.py).
-TRAINING_CG_DTYPE = "float32"
-
-
 def solver_config(options: dict[str, Any], training: bool = False) -> Any:
     """A :class:`wsss.potts.solver.SolverConfig` from option values (unknown keys → UserError).
 
     ``training``: the ``mirror`` optimizer without explicit ``steps`` gets :data:`TRAINING_SOLVER_STEPS`, and
     the CG runs in :data:`TRAINING_CG_DTYPE` unless ``cg_dtype`` is given.
     """
-    from wsss.potts.solver import SolverConfig
-
     names = {f.name: f for f in dataclasses.fields(SolverConfig)}
     unknown = sorted(set(options) - set(names))
     if unknown:
@@ -292,30 +408,31 @@ def solver_config(options: dict[str, Any], training: bool = False) -> Any:
     return config
 
 
-def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:
-    """Build the loss ``name`` with its ``options``.
+#: every loss of ``wsss train --loss``, by name (the order of ``--help``)
+LOSSES: dict[str, type[TrainingLoss]] = {cls.name: cls for cls in (
+    PartialCE, FullCE, GridCRFLoss, DenseCRFLoss, NCutLoss, KernelCutLoss, SelfLabelingLoss, PseudoCE)}
+#: --loss names
+LOSS_NAMES = tuple(LOSSES)
 
-    Options per loss (all optional): ``gridcrf``: lam, relaxation, neighbourhood, bandwidth;
-    ``densecrf``/``ncut``/``kernelcut``: lam + keyword options of the :mod:`wsss.losses.densecrf`
-    function; ``collision``: hard, weight (η_net), solver (dict of :class:`~wsss.potts.solver.SolverConfig` fields);
-    ``pseudo``: hard.
-    """
-    options = dict(options or {})
-    if name == "pce":
-        loss: TrainingLoss = PartialCE()
-    elif name == "full":
-        loss = FullCE()
-    elif name == "pseudo":
-        loss = PseudoCE(hard=bool(options.pop("hard", False)))
-    elif name == "gridcrf":
-        loss = GridCRFLoss(**{k: options.pop(k) for k in ("lam", "relaxation", "neighbourhood", "bandwidth") if k in options})
-    elif name in ("densecrf", "ncut", "kernelcut"):
-        loss = DenseCRFFamily(name, lam=options.pop("lam", None), **options.pop("dense", {}))
-    elif name == "collision":
-        loss = SelfLabelingLoss(solver_config(options.pop("solver", {}), training=True), hard=bool(options.pop("hard", False)),
-                                weight=options.pop("weight", None))
-    else:
+
+def loss_class(name: str) -> type[TrainingLoss]:
+    """The class of the loss ``name`` (:class:`UserError` for an unknown name)."""
+    if name not in LOSSES:
         raise UserError(f"--loss {name}: unknown loss. Choose one of: {', '.join(LOSS_NAMES)}.")
-    if options:
-        raise UserError(f"--loss {name}: options {sorted(options)} do not apply to this loss. Remove them.")
-    return loss
+    return LOSSES[name]
+
+
+def make_loss(name: str, options: dict[str, Any] | None = None) -> TrainingLoss:
+    """Build the loss ``name`` with its ``options``: a dict whose keys are the first elements of the keys the
+    loss declares in :attr:`TrainingLoss.OPTIONS` (e.g. ``gridcrf``: lam, relaxation, neighbourhood,
+    bandwidth; ``densecrf``/``ncut``/``kernelcut``: lam, dense (keyword options of the
+    :mod:`wsss.losses.densecrf` function); ``collision``: solver (dict of
+    :class:`~wsss.potts.solver.SolverConfig` fields), hard, weight (η_net); ``pseudo``: hard). Other keys raise
+    :class:`UserError`.
+    """
+    cls = loss_class(name)
+    options = dict(options or {})
+    extra = sorted(set(options) - cls.option_keys())
+    if extra:
+        raise UserError(f"--loss {name}: options {extra} do not apply to this loss. Remove them.")
+    return cls.from_options(options)

@@ -2,10 +2,11 @@
 
 ``lr_t = lr_g · (1 − t / T)^power`` for each parameter group ``g`` (``lr_g``: the group's ``lr`` when
 the schedule is created), ``t`` = optimizer steps done, ``T`` = all steps of the run
-(``epochs · steps_per_epoch``); clamped at 0 past ``T``. The "poly" schedule of DeepLab (Chen et al.,
-TPAMI 2018); each task's configuration holds its ``lr`` and ``lr_power``, the task its parameter
-groups. The schedule's state (``last_epoch`` = ``t``, ``base_lrs``, ``total_steps``, ``power``) is part
-of every checkpoint, so ``--resume`` continues it exactly.
+(``epochs · steps_per_epoch``); clamped at 0 past ``T``. The "poly" schedule of the DeepLabV3+
+reference implementations (rloss, torchvision's ``references/segmentation``; docs/methods.md §11.2);
+each task's configuration holds its ``lr`` and ``lr_power``, the task its parameter groups. The
+schedule's state (``last_epoch`` = ``t``, ``base_lrs``, ``total_steps``, ``power``) is part of every
+checkpoint, so ``--resume`` continues it exactly.
 """
 
 from __future__ import annotations
