@@ -89,3 +89,15 @@ def test_every_option_and_argument_is_explained():
             if not (getattr(param, "help", None) or "").strip():
                 missing.append(f"{' '.join(path)} {param.name}")
     assert not missing, f"options without help: {missing}"
+
+
+def test_command_line_starts_without_torchvision():
+    """The commands read their defaults from the config dataclasses at import; that must not pull in
+    torchvision (models are built only when a command runs)."""
+    import subprocess
+    import sys
+
+    code = "import sys, wsss_cli.main; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from torch import Tensor, nn
 from torch.utils.data import Dataset as TorchDataset
 
@@ -250,6 +249,8 @@ def cam_augment(image: np.ndarray, config: CamAugment, rng: np.random.Generator)
     if config.flip and rng.random() < 0.5:
         x = x.flip(-1)
     if config.color_jitter:
+        import torchvision.transforms.functional as TF  # here: the command line imports this module for its defaults
+
         b, c, s, hue = JITTER
         factors = [rng.uniform(1 - b, 1 + b), rng.uniform(1 - c, 1 + c), rng.uniform(1 - s, 1 + s), rng.uniform(-hue, hue)]
         for op in rng.permutation(4).tolist():

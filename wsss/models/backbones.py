@@ -24,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from wsss.errors import UserError
@@ -56,6 +55,8 @@ def _check_stride(output_stride: int) -> None:
 
 def torchvision_model(name: str, output_stride: int = 16, width_mult: float = 1.0) -> nn.Module:
     """The full torchvision classification model (random init), dilated for ``output_stride``."""
+    import torchvision  # here, not at import: the command line reads model defaults without it
+
     _check_name(name)
     _check_stride(output_stride)
     if name.startswith("resnet"):
@@ -150,6 +151,8 @@ def load_backbone_weights(name: str, weights: str | Path | None, output_stride: 
                       "(pass a torchvision state dict or 'imagenet' for ImageNet pre-training).", stacklevel=2)
     else:
         if str(weights) == "imagenet":
+            import torchvision
+
             enum = torchvision.models.get_weight(IMAGENET_WEIGHTS[name])
             state = enum.get_state_dict(progress=False)
             source = f"torchvision {IMAGENET_WEIGHTS[name]}"
