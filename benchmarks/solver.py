@@ -27,6 +27,19 @@ Prints per image and solver the soft Jaccard (Σ min / Σ max) to the optimum an
 ``--repeats``), then the mean agreement and the ratio of total times default / paper. Goal: the
 default reaches at least the paper's agreement in at most a quarter of its time (checked for the
 default and for the exact variant).
+
+Seed propagation against ``skimage.segmentation.random_walker`` (``--vs-rw``)::
+
+    python benchmarks/solver.py --vs-rw --threads 1 --camvid ../shared/data/camvid --seeds SEEDS.h5 --limit 20
+
+where ``SEEDS.h5`` is ``wsss prepare-scribbles ../shared/data/camvid SEEDS.h5 --split train``. Per
+image, in one process: ``random_walker(mode='cg_j', beta=130)`` (skimage's defaults but the mode,
+``tol`` 1e-3) and ``wsss solve --init uniform`` (:func:`wsss.stages.solve.solve_image`, no predictions)
+with the grid weights matched to β 130 on that image (bandwidth ``s = sqrt(255·10·std·√3 / (2β))``,
+std of the 0–255 image over all channels, + 1e-10, i.e. the same edge weights), and at the default
+bandwidth. Reports the times (best of ``--repeats``, ``--clock``), their ratio, and the mIoU of the
+arg-max against the dense ground truth over all images (all labelled pixels). The skimage photographs
+(``--images``, no ground truth) with the drawn strokes above are timed as well.
 """
 
 from __future__ import annotations
@@ -95,15 +108,101 @@ def timed(fn, device, repeats):
     return out, best
 
 
+RW_BETA = 130.0  # skimage's default β
+
+
+def matched_bandwidth(img: np.ndarray, beta: float = RW_BETA) -> float:
+    """Colour bandwidth ``s`` whose grid weights ``exp(−‖ΔI‖²/2s²)`` (RGB 0–255) equal
+    ``random_walker``'s ``exp(−β ‖ΔI/255‖² / (10·std(I/255)·√3))`` on this image."""
+    std = float(np.asarray(img, np.float64).std())
+    return float(np.sqrt(255.0 * 10.0 * std * np.sqrt(3.0) / (2.0 * beta)))
+
+
+def random_walker_labels(img: np.ndarray, seeds: np.ndarray, beta: float = RW_BETA) -> np.ndarray:
+    """H×W int64 arg-max of ``random_walker(mode='cg_j')`` probabilities, in class ids."""
+    from skimage.segmentation import random_walker
+
+    markers = np.where(seeds == IGNORE_INDEX, 0, seeds.astype(np.int64) + 1)
+    present = np.unique(markers[markers > 0])
+    prob = random_walker(img, markers, beta=beta, mode="cg_j", channel_axis=-1, return_full_prob=True)
+    return present[prob.argmax(0)] - 1
+
+
+def run_vs_random_walker(args) -> None:
+    from wsss import metrics as M
+    from wsss.artifacts import Artifact
+    from wsss.data import open_dataset
+    from wsss.stages.solve import solve_image
+
+    def miou(conf: np.ndarray) -> float:
+        return 100.0 * M.mean_iou(conf)
+
+    clock = {"wall": time.perf_counter, "process": time.process_time}[args.clock]
+
+    def best(fn):
+        out, t_best = None, float("inf")
+        for _ in range(args.repeats):
+            t0 = clock()
+            out = fn()
+            t_best = min(t_best, clock() - t0)
+        return out, t_best
+
+    cases = []  # (name, image, seeds, gt or None, K)
+    if args.camvid:
+        ds = open_dataset(args.camvid, split="train")
+        art = Artifact(args.seeds, kind="seeds")
+        for image_id in art.ids[: args.limit or None]:
+            cases.append((image_id, ds.load_image(image_id), art.read(image_id, "label"), ds.load_mask(image_id),
+                          ds.num_classes))
+    for name in args.images:
+        img = getattr(data, name)()
+        img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
+        cases.append((name, img, strokes(img), None, K))
+    k_conf = max(c[4] for c in cases)
+    conf = {m: np.zeros((k_conf, k_conf), np.int64) for m in ("rw", "matched", "default")}
+    tot = {m: 0.0 for m in conf}
+    print(f"random_walker (cg_j, β {RW_BETA:g}) vs wsss solve --init uniform; torch threads {torch.get_num_threads()}, "
+          f"clock {args.clock}, best of {args.repeats}")
+    print(f"{'image':16s} {'size':>9s} {'s(β)':>6s} {'rw s':>7s} {'ours s':>7s} {'rw/ours':>8s} {'ours@9 s':>9s}")
+    for name, img, seeds, gt, k in cases:
+        s_m = matched_bandwidth(img)
+        cfg_m = SolverConfig(init="uniform", bandwidth=s_m, weight_offset=OFFSET)
+        lab_rw, t_rw = best(lambda: random_walker_labels(img, seeds))
+        y_m, t_m = best(lambda: solve_image(img, seeds, None, k, cfg_m))
+        y_d, t_d = best(lambda: solve_image(img, seeds, None, k, SolverConfig(init="uniform")))
+        labels = {"rw": lab_rw, "matched": y_m.argmax(0), "default": y_d.argmax(0)}
+        for m, t in (("rw", t_rw), ("matched", t_m), ("default", t_d)):
+            tot[m] += t
+        if gt is not None:
+            for m, lab in labels.items():
+                conf[m] += M.confusion_matrix(gt, lab.astype(np.uint8), k_conf)
+        print(f"{name:16s} {img.shape[0]:>4d}×{img.shape[1]:<4d} {s_m:6.1f} {t_rw:7.3f} {t_m:7.3f} {t_rw / t_m:7.2f}× "
+              f"{t_d:9.3f}", flush=True)
+    print(f"total: random_walker {tot['rw']:.2f} s, ours (matched weights) {tot['matched']:.2f} s "
+          f"= {tot['rw'] / tot['matched']:.2f}× faster; ours (bandwidth {SolverConfig().bandwidth:g}) {tot['default']:.2f} s")
+    if args.camvid:
+        print(f"mIoU vs dense ground truth ({args.camvid} train, {min(len(cases), args.limit or len(cases))} images): "
+              f"random_walker {miou(conf['rw']):.2f}, ours matched {miou(conf['matched']):.2f}, "
+              f"ours bandwidth {SolverConfig().bandwidth:g} {miou(conf['default']):.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--images", nargs="+", default=["astronaut", "coffee", "chelsea", "rocket"])
+    ap.add_argument("--images", nargs="*", default=["astronaut", "coffee", "chelsea", "rocket"])
     ap.add_argument("--repeats", type=int, default=1, help="timing: best of this many runs")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--vs-rw", action="store_true", help="seed propagation against skimage random_walker")
+    ap.add_argument("--camvid", default=None, help="--vs-rw: CamVid folder (train images and masks)")
+    ap.add_argument("--seeds", default=None, help="--vs-rw: seeds artifact of CamVid train (wsss prepare-scribbles)")
+    ap.add_argument("--limit", type=int, default=0, help="--vs-rw: first N CamVid images (0: all)")
+    ap.add_argument("--clock", choices=("wall", "process"), default="wall", help="--vs-rw: timing clock")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.vs_rw:
+        run_vs_random_walker(args)
+        return
     device = torch.device(args.device)
     common = dict(eta=0.0, lam=LAM, relaxation="quadratic", neighbourhood="nn4", bandwidth=S, weight_offset=OFFSET)
     solvers = {"paper": paper_config(**common), "default": SolverConfig(**common),
