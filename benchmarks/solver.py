@@ -30,9 +30,9 @@ default and for the exact variant).
 
 Seed propagation against ``skimage.segmentation.random_walker`` (``--vs-rw``)::
 
-    python benchmarks/solver.py --vs-rw --threads 1 --camvid ../shared/data/camvid --seeds SEEDS.h5 --limit 20
+    python benchmarks/solver.py --vs-rw --threads 1 --camvid CAMVID --seeds SEEDS.h5 --limit 20
 
-where ``SEEDS.h5`` is ``wsss prepare-scribbles ../shared/data/camvid SEEDS.h5 --split train``. Per
+where ``SEEDS.h5`` is ``wsss prepare-scribbles CAMVID SEEDS.h5 --split train`` (CAMVID: a CamVid folder). Per
 image, in one process: ``random_walker(mode='cg_j', beta=130)`` (skimage's defaults but the mode,
 ``tol`` 1e-3) and ``wsss solve --init uniform`` (:func:`wsss.stages.solve.solve_image`, no predictions)
 with the grid weights matched to β 130 on that image (bandwidth ``s = sqrt(255·10·std·√3 / (2β))``,
