@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 import warnings
 from collections import defaultdict
@@ -44,6 +43,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.losses.term import as_terms, reduce_terms
 from wsss.parallel import DistributedContext, init_distributed
@@ -62,20 +62,14 @@ StepHook = Callable[[dict[str, Any]], None]
 EpochHook = Callable[[int, torch.nn.Module], None]
 
 
-def resolve_device(name: str, ctx: DistributedContext) -> torch.device:
-    """``auto``: CUDA (``cuda:LOCAL_RANK`` under torchrun) if available, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine. Use --device cpu.")
-        if name == "cuda":
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(torch.device(name))
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"--device {name}: not a torch device ({exc}). Use cpu, cuda or cuda:N.") from exc
+def training_device(name: str) -> torch.device:
+    """The device of ``--device`` (:func:`wsss.devices.resolve_device`: ``auto``, ``cuda`` = this rank's GPU
+    under torchrun), made the current CUDA device when it is one. DataLoader workers are processes of
+    their own, so any ``--workers`` goes with CUDA."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def check_schedule(cfg: Any) -> None:
@@ -297,7 +291,7 @@ def train_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
             epoch's checkpoint.
     """
     ctx = init_distributed()
-    device = resolve_device(cfg.device, ctx)
+    device = training_device(cfg.device)
     task.setup(ctx)
     check_run_output(task, cfg)
     record = {"train": dataclasses.asdict(cfg), **task.record(), "world_size": ctx.world_size}
@@ -362,5 +356,4 @@ def train_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
 
 
 __all__ = ["RESUME_FREE", "Trainer", "check_crop_memory", "check_run_output", "check_schedule", "checkpoint_state",
-           "resolve_device", "restore_or_create", "run_task", "train_task",
-           "train_one_epoch"]
+           "restore_or_create", "run_task", "train_one_epoch", "train_task", "training_device"]
