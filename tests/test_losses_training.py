@@ -143,7 +143,7 @@ def test_cli_solver_options_reach_the_solver_config():
 
 def _train_steps(name, options, steps=6, seed=0):
     torch.manual_seed(seed)
-    model = DeepLabV3Plus(ModelConfig(num_classes=3, width_mult=0.25, head_channels=16))
+    model = DeepLabV3Plus(ModelConfig(num_classes=3, backbone="mobilenet_v2", width_mult=0.25, head_channels=16))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     image, mask, seeds, valid = _batch()
     loss = make_loss(name, options)

@@ -28,7 +28,7 @@ def test_shapes_and_output_stride(backbone, os_, width):
 
 def test_logits_upsampled_bilinear_align_corners():
     torch.manual_seed(0)
-    model = DeepLabV3Plus(ModelConfig(num_classes=3, width_mult=0.25, head_channels=16)).eval()
+    model = DeepLabV3Plus(ModelConfig(num_classes=3, backbone="mobilenet_v2", width_mult=0.25, head_channels=16)).eval()
     seen = {}
     model.classifier.register_forward_hook(lambda m, i, o: seen.setdefault("low", o))
     x = torch.rand(2, 3, 40, 56) * 255
@@ -43,7 +43,7 @@ def test_trains_with_batch_of_one():
     """A per-device batch of 1 trains: the image-pooling branch (a 1×1 map) has no batch norm, which
     cannot normalise a single value per channel."""
     torch.manual_seed(0)
-    model = DeepLabV3Plus(ModelConfig(num_classes=2, width_mult=0.25, head_channels=8)).train()
+    model = DeepLabV3Plus(ModelConfig(num_classes=2, backbone="mobilenet_v2", width_mult=0.25, head_channels=8)).train()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.aspp.pool.modules())
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         torch.nn.BatchNorm2d(8).train()(torch.rand(1, 8, 1, 1))  # what such a branch would do
@@ -68,7 +68,7 @@ def test_weights_from_state_dict_file(tmp_path):
         part, index, rest = key.split(".", 2)
         feature = int(index) + (0 if part == "stem" else 4)
         assert torch.equal(value, ref_state[f"features.{feature}.{rest}"]), key
-    model = build_model(ModelConfig(num_classes=3), weights=str(path))
+    model = build_model(ModelConfig(num_classes=3, backbone="mobilenet_v2"), weights=str(path))
     assert torch.equal(model.backbone.stem[0][0].weight, reference.features[0][0].weight)
 
 
@@ -93,7 +93,7 @@ def test_weights_mismatch_is_a_user_error(tmp_path):
 
 def test_random_init_warns_and_bad_options():
     with pytest.warns(UserWarning, match="random initialisation"):
-        build_model(ModelConfig(num_classes=2, width_mult=0.25, head_channels=8))
+        build_model(ModelConfig(num_classes=2, backbone="mobilenet_v2", width_mult=0.25, head_channels=8))
     with pytest.raises(UserError, match="output-stride"):
         DeepLabV3Plus(ModelConfig(num_classes=2, output_stride=32))
     with pytest.raises(UserError, match="unknown backbone"):

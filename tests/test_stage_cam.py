@@ -183,8 +183,8 @@ def test_export_seeds_eval_and_train_on_seeds(trained, demo, tmp_path):
     # the CAM seeds are ordinary seeds: wsss train takes them
     runner = CliRunner()
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "seg"), "--seeds", str(tmp_path / "seeds-affinity.h5"),
-                              "--epochs", "1", "--batch-size", "3", "--crop-size", "32", "--width-mult", "0.25",
-                              "--head-channels", "8", "--device", "cpu"])
+                              "--epochs", "1", "--batch-size", "3", "--crop-size", "32", "--backbone", "mobilenet_v2",
+                              "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["eval", str(one), "--out", str(tmp_path / "m2.json")])
     assert res.exit_code == 0 and "best t (sweep)" in res.output, res.output
@@ -205,9 +205,9 @@ def test_weights_from_a_local_state_dict(demo, tmp_path):
     data, tags = demo
     state = _torchvision_mobilenet(tmp_path / "mnv2.pth")
     runner = CliRunner()
-    common = ["--epochs", "1", "--batch-size", "3", "--crop-size", "32", "--width-mult", "0.25", "--lr", "1e-12",
-              "--weights", str(tmp_path / "mnv2.pth"), "--device", "cpu"]
-    res = runner.invoke(app, ["cam", "train", "--out", str(tmp_path / "cam"), "--tags", str(tags), "--backbone", "mobilenet_v2",
+    common = ["--epochs", "1", "--batch-size", "3", "--crop-size", "32", "--backbone", "mobilenet_v2", "--width-mult", "0.25",
+              "--lr", "1e-12", "--weights", str(tmp_path / "mnv2.pth"), "--device", "cpu"]
+    res = runner.invoke(app, ["cam", "train", "--out", str(tmp_path / "cam"), "--tags", str(tags),
                               "--resize-long", "32", "40", "--no-fsl", *common])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "seg"), "--loss", "full", "--data", str(data),

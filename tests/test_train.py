@@ -160,11 +160,14 @@ def test_cli_train_and_errors(toy, tmp_path):
     root, seeds = toy
     runner = CliRunner()
     out = tmp_path / "cli"
+    # the defaults: EfficientNet-Lite0 with its packaged ImageNet weights
     args = ["train", "--out", str(out), "--loss", "full", "--data", str(root), "--epochs", "1", "--batch-size", "2",
-            "--crop-size", "32", "--width-mult", "0.25", "--head-channels", "8"]
+            "--crop-size", "32", "--head-channels", "8"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "last.pt").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["backbone"] == "efficientnet_lite0" and config["train"]["weights"] == "packaged"
     bad = runner.invoke(app, ["train", "--out", str(tmp_path / "x"), "--loss", "pce", "--data", str(root)])
     assert bad.exit_code == 2 and "seeds" in bad.output
     bad = runner.invoke(app, ["train", "--out", str(tmp_path / "x"), "--loss", "pce", "--seeds", str(seeds), "--eta", "1"])

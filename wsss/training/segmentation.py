@@ -28,7 +28,7 @@ from wsss.artifacts import Artifact
 from wsss.data import open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.losses.registry import LossBatch, TrainingLoss, make_loss
-from wsss.models import DeepLabV3Plus, ModelConfig, build_model
+from wsss.models import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, DeepLabV3Plus, ModelConfig, build_model
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig, EvalSet, TargetSource, TrainSet
 from wsss.training.engine import EpochHook, StepHook, check_crop_memory, check_schedule, run_task
@@ -54,12 +54,13 @@ class TrainConfig:
     data: str | None = None
     layout: str = "auto"
     split: str | None = None
-    # model (paper: DeepLabV3+ on ResNet-101, ablations on MobileNetV2; rloss: MobileNet, OS 16)
-    backbone: str = "mobilenet_v2"
+    # model (paper: DeepLabV3+ on ResNet-101, ablations on MobileNetV2; rloss: MobileNet, OS 16;
+    # toolkit default: EfficientNet-Lite0, whose ImageNet weights ship as a pip package)
+    backbone: str = DEFAULT_BACKBONE
     output_stride: int = 16
     width_mult: float = 1.0
     head_channels: int = 256
-    weights: str | None = None
+    weights: str | None = DEFAULT_WEIGHTS  # packaged | imagenet | none | PATH (wsss.models.load_backbone_weights)
     # schedule (paper §7: batch 12, 60 epochs, SGD lr 0.0007, poly 0.9)
     epochs: int = 60
     batch_size: int = 12  # per process
