@@ -145,7 +145,8 @@ def run_dir(env):
     """A tiny trained segmentation run (one step) for predict."""
     out = env["base"] / "run"
     ok(["train", "--out", out, "--seeds", env["seeds"], "--epochs", "1", "--batch-size", "8", "--crop-size", "32",
-        "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu", "--log-every", "0"])
+        "--backbone", "mobilenet_v2", "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu",
+        "--log-every", "0"])
     return out
 
 
@@ -218,7 +219,8 @@ def test_solve_option_ranges(env, args, needle):
     (["--loss", "densecrf", "--lambda", "-1"], "--lambda -1"),
     (["--crop-size", "100000"], "needs at least"),  # 12 × 100000² crops: terabytes
     # found at the first batch, after the run directory was created: it is removed again
-    (["--scale-min", "100000", "--scale-max", "100000", "--width-mult", "0.25", "--head-channels", "8"],
+    (["--scale-min", "100000", "--scale-max", "100000", "--backbone", "mobilenet_v2", "--width-mult", "0.25",
+      "--head-channels", "8"],
      "--scale-max 100000"),
 ])
 def test_train_option_ranges_leave_no_run_directory(env, args, needle):
@@ -472,11 +474,13 @@ def test_output_path_that_is_a_folder_is_found_before_the_work(env, tmp_path, mo
 def test_failed_train_start_leaves_no_run_directory_and_the_rerun_works(env):
     out = env["base"] / "run_retry"
     refused(["train", "--out", out, "--seeds", env["seeds"], "--epochs", "1", "--batch-size", "8", "--crop-size", "32",
-             "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu", "--weights", env["base"] / "missing.pt"],
+             "--backbone", "mobilenet_v2", "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu",
+             "--weights", env["base"] / "missing.pt"],
             "missing.pt", inputs=inputs_of(env), outputs=[out])
     assert not out.exists()
     ok(["train", "--out", out, "--seeds", env["seeds"], "--epochs", "1", "--batch-size", "8", "--crop-size", "32",
-        "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu", "--log-every", "0"])
+        "--backbone", "mobilenet_v2", "--width-mult", "0.25", "--head-channels", "8", "--device", "cpu",
+        "--log-every", "0"])
     assert (out / "last.pt").exists()
 
 
