@@ -214,9 +214,15 @@ def run_seeds(cams: str | Path, out: str | Path, *, rule: str = "affinity", tags
             label = boxes_to_seeds(maps, classes, tag_art.read(image_id, "boxes"), threshold=box_threshold)
         return {"label": label}, {"labelled": float(np.mean(label != IGNORE_INDEX))}
 
+    def finalize(writer) -> None:
+        if not any(np.any(writer.read(i, "label") != IGNORE_INDEX) for i in writer.ids):
+            raise UserError(f"{out}: rule {rule} gave no seed pixel in any of the {len(writer.ids)} images, so the seeds "
+                            "would solve and train as nothing at all; nothing written. Lower --min-score or "
+                            "--box-threshold, or check the CAMs.")
+
     return run_per_image(one, art.ids, {
         "path": out, "kind": "seeds", "classes": dataset.classes, "config": config,
         "inputs": [art.provenance()] + ([tag_art.provenance()] if tag_art is not None else []),
         "dataset": dataset.describe(),
         "sources": StageInputs(files=[art.path, tag_art.path if tag_art is not None else None], datasets=[dataset]),
-    }, workers=crf_workers(crf, workers), resume=resume, description=f"cam seeds ({rule})")
+    }, workers=crf_workers(crf, workers), resume=resume, description=f"cam seeds ({rule})", finalize=finalize)

@@ -318,6 +318,16 @@ def test_prepare_without_any_labelled_pixel_is_refused(env, tmp_path):
     assert not out.exists() and not partial_tmp(out).exists() and not parts_path(out).exists()
 
 
+def test_cam_seeds_without_any_seed_pixel_are_refused(env):
+    out = env["base"] / "cam_seeds.h5"
+    result = runner.invoke(app, ["cam", "seeds", str(env["cams"]), "-o", str(out), "--rule", "threshold",
+                                 "--min-score", "0.9"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "no seed pixel in any of the 8 images" in result.output
+    assert not out.exists() and not partial_tmp(out).exists() and not parts_path(out).exists()
+    ok(["cam", "seeds", env["cams"], "-o", out, "--rule", "threshold"])  # CAMs 0.5 beat bg (1 - 0.5)^6
+
+
 def test_solve_with_empty_seeds(env):
     out = env["base"] / "pl_empty.h5"
     refused(["solve", env["empty"], "-p", env["pred"], "-o", out], "empty_seeds.h5", "no", "--allow-empty",
