@@ -147,40 +147,36 @@ def _guard(fn: Callable[[str], tuple[Mapping[str, np.ndarray], Mapping[str, Any]
     return call
 
 
-def _finalize_seeds(classes: list[str], output: Path):
+def _add_seeds(stats: SeedStatistics, writer: ArtifactWriter, image_id: str, attrs: Mapping[str, Any]) -> None:
+    stats.add(writer.read(image_id, "label"), attrs.get("objects"), attrs.get("objects_without_seed"),
+              seeds=attrs.get("seeds"), objects_below_minimum=attrs.get("objects_below_minimum"))
+
+
+def _add_tags(stats: TagStatistics, writer: ArtifactWriter, image_id: str, attrs: Mapping[str, Any]) -> None:
+    stats.add(writer.read(image_id, "tags"), writer.read(image_id, "boxes"))
+
+
+#: artifact kind -> (its statistics, how one written image is added to them)
+_STATISTICS = {"seeds": (SeedStatistics, _add_seeds), "tags": (TagStatistics, _add_tags)}
+
+
+def _finalizer(kind: str, classes: list[str], output: Path):
+    """The ``finalize`` step of :func:`_run`: drop the images skipped as bad input, compute the
+    statistics of the others into the artifact's ``stats`` attribute; none left is an error."""
+    make_stats, add = _STATISTICS[kind]
+
     def finalize(writer: ArtifactWriter) -> None:
-        stats = SeedStatistics(classes)
+        stats = make_stats(classes)
+        kept = 0
         for image_id in writer.ids:
             attrs = writer.image_attrs(image_id)
             if "skipped" in attrs:
                 stats.skip(image_id, attrs["skipped"])
                 writer.remove(image_id)
                 continue
-            stats.add(writer.read(image_id, "label"), attrs.get("objects"), attrs.get("objects_without_seed"),
-                      seeds=attrs.get("seeds"), objects_below_minimum=attrs.get("objects_below_minimum"))
-        if not stats.fractions:
-            raise UserError(f"{output}: every image was skipped as bad input ({len(stats.skipped)}); nothing written. "
-                            f"First problem: {stats.skipped[0]['reason'] if stats.skipped else '-'}")
-        if int(stats.per_class.sum()) == 0:
-            raise UserError(f"{output}: none of the {len(stats.fractions)} images has a labelled pixel, so the seeds "
-                            "would solve and train as nothing at all; nothing written. Keep more of the annotation "
-                            "(e.g. --keep > 0, --drop-rate < 1) or check the annotation files.")
-        writer.set_attrs(stats=stats.as_dict())
-
-    return finalize
-
-
-def _finalize_tags(classes: list[str], output: Path):
-    def finalize(writer: ArtifactWriter) -> None:
-        stats = TagStatistics(classes)
-        for image_id in writer.ids:
-            attrs = writer.image_attrs(image_id)
-            if "skipped" in attrs:
-                stats.skip(image_id, attrs["skipped"])
-                writer.remove(image_id)
-                continue
-            stats.add(writer.read(image_id, "tags"), writer.read(image_id, "boxes"))
-        if not stats.counts:
+            add(stats, writer, image_id, attrs)
+            kept += 1
+        if not kept:
             raise UserError(f"{output}: every image was skipped as bad input ({len(stats.skipped)}); nothing written. "
                             f"First problem: {stats.skipped[0]['reason'] if stats.skipped else '-'}")
         writer.set_attrs(stats=stats.as_dict())
@@ -193,7 +189,6 @@ def _run(fn, dataset: Dataset, output: str | Path, kind: str, config: Mapping[st
          files: tuple = (), folders: tuple = ()) -> Path:
     """Write the artifact; ``files`` / ``folders``: annotation inputs besides the dataset."""
     output = Path(output)
-    finalize = _finalize_seeds if kind == "seeds" else _finalize_tags
     writer_args = {
         "path": output,
         "kind": kind,
@@ -209,7 +204,7 @@ def _run(fn, dataset: Dataset, output: str | Path, kind: str, config: Mapping[st
         workers=workers,
         resume=resume,
         description=description,
-        finalize=finalize(dataset.classes, output),
+        finalize=_finalizer(kind, dataset.classes, output),
     )
 
 
