@@ -30,7 +30,7 @@ from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.inference import multiscale_flip_sum, scaled_size
-from wsss.models import DeepLabV3Plus, ModelConfig
+from wsss.models import DeepLabV3Plus, ModelConfig, empty_model
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
@@ -61,7 +61,7 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
     if task != "segmentation":
         hint = " Use 'wsss cam export' for a CAM classifier run." if task == "cam" else ""
         raise UserError(f"{checkpoint}: holds a '{task}' run, not a segmentation network.{hint}")
-    model = DeepLabV3Plus(ModelConfig(**state["model_config"]))
+    model = empty_model(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     model.to(device).eval()
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "scaler", "rng")}

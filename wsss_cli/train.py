@@ -23,7 +23,9 @@ LOSS_HELP = (
     "pce: partial CE on seeds. full: CE on dense masks (--data split with masks). "
     "gridcrf: pCE + λ·Σ w_pq P(σ_p,σ_q) on NN4/NN8 (any --relaxation). densecrf / ncut / kernelcut: pCE + λ·R "
     "with the bilateral filter. collision: soft self-labeling (solver per batch, then pCE + η·CE(y,σ)); --hard for "
-    "hard self-labeling. pseudo: CE on a pseudolabels artifact (soft; --hard for its label map)."
+    "hard self-labeling. pseudo: CE on a pseudolabels artifact (soft; --hard for its label map). "
+    "urss: the URSS random-walk network, pCE + ω₁·entropy off superpixel boundaries (phase 1), + ω₂·eigenspace "
+    "self-supervision (--urss-phase 2 --init-from PHASE1_RUN)."
 )
 
 #: what each loss flag means in general; which losses take it, and their defaults, come from the losses'
@@ -43,6 +45,14 @@ LOSS_FLAG_HELP = {
     "--solver-option": "Pseudo-label solver setting",
     "--crf-option": "Dense regularizer setting",
     "--hard": "Hard targets",
+    "--urss-phase": "URSS training phase",
+    "--omega1": "Weight of the URSS soft entropy",
+    "--omega2": "Weight of the URSS eigenspace self-supervision",
+    "--gamma": "Weight of the URSS trace term",
+    "--urss-softmax": "Softmax axis of the URSS eigenspace term",
+    "--urss-transform": "Second view of the URSS eigenspace term",
+    "--boundary-width": "URSS pseudo-boundary width",
+    "--walk": "Form of the URSS random walk",
 }
 
 
@@ -175,6 +185,17 @@ def register(app: typer.Typer) -> None:
         solver_option: List[str] = typer.Option([], "--solver-option", help=loss_flag_help("--solver-option")),
         crf_option: List[str] = typer.Option([], "--crf-option", help=loss_flag_help("--crf-option")),
         hard: bool = typer.Option(False, "--hard", help=loss_flag_help("--hard")),
+        urss_phase: Optional[int] = typer.Option(None, "--urss-phase", help=loss_flag_help("--urss-phase")),
+        omega1: Optional[float] = typer.Option(None, "--omega1", help=loss_flag_help("--omega1")),
+        omega2: Optional[float] = typer.Option(None, "--omega2", help=loss_flag_help("--omega2")),
+        gamma: Optional[float] = typer.Option(None, "--gamma", help=loss_flag_help("--gamma")),
+        urss_softmax: Optional[str] = typer.Option(None, "--urss-softmax", help=loss_flag_help("--urss-softmax")),
+        urss_transform: Optional[str] = typer.Option(None, "--urss-transform", help=loss_flag_help("--urss-transform")),
+        boundary_width: Optional[int] = typer.Option(None, "--boundary-width", help=loss_flag_help("--boundary-width")),
+        walk: Optional[str] = typer.Option(None, "--walk", help=loss_flag_help("--walk")),
+        superpixels: Optional[Path] = typer.Option(None, "--superpixels", help="urss: superpixels artifact (wsss superpixels) whose segment boundaries are the pseudo-boundaries excluded from the entropy."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="urss phase 2: the phase-1 run (directory or .pt) whose weights start this run; same --backbone, --walk and classes."),
+        lr_policy: str = typer.Option("poly", "--lr-policy", help="poly: lr·(1−t/T)^--lr-power; constant: lr throughout (the URSS code builds a poly schedule but never steps it: constant 1e-3, then 1e-4 in phase 2)."),
         # run
         seed: int = typer.Option(_D.seed, "--seed", help="Random seed (weights, data order, augmentation)."),
         device: str = typer.Option(_D.device, "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
@@ -191,10 +212,19 @@ def register(app: typer.Typer) -> None:
 
         opts = loss_options(loss, lam=lam, eta=eta, relaxation=relaxation, ce=ce, neighbourhood=neighbourhood,
                             bandwidth=bandwidth, solver_steps=solver_steps, solver_lr=solver_lr,
-                            solver_optimizer=solver_optimizer, solver_option=solver_option, crf_option=crf_option, hard=hard)
+                            solver_optimizer=solver_optimizer, solver_option=solver_option, crf_option=crf_option, hard=hard,
+                            urss_phase=urss_phase, omega1=omega1, omega2=omega2, gamma=gamma, urss_softmax=urss_softmax,
+                            urss_transform=urss_transform, boundary_width=boundary_width, walk=walk)
+        if loss != "urss" and (superpixels or init_from):
+            raise UserError(f"--superpixels/--init-from: does not apply to --loss {loss}. Remove it.")
+        if lr_policy not in ("poly", "constant"):
+            raise UserError(f"--lr-policy {lr_policy}: choose poly or constant.")
+        if lr_policy == "constant":
+            lr_power = 0.0  # (1 − t/T)^0 = 1
         cfg = TrainConfig(
             out=str(out), loss=loss, loss_options=opts, seeds=str(seeds) if seeds else None,
             pseudolabels=str(pseudolabels) if pseudolabels else None, data=str(data) if data else None,
+            superpixels=str(superpixels) if superpixels else None, init_from=str(init_from) if init_from else None,
             layout=layout, split=split, backbone=backbone, output_stride=output_stride, width_mult=width_mult,
             head_channels=head_channels, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
             lr_power=lr_power, momentum=momentum, weight_decay=weight_decay, head_lr_mult=head_lr_mult,

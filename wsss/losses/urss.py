@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.errors import UserError
+from wsss.losses.registry import LossOption, TrainingLoss
 from wsss.losses.term import Term
 
 #: Softmax axes of the eigenspace loss: ``columns`` (each column sums to 1, the public code) or ``rows``
@@ -179,6 +180,77 @@ def eigenspace_term(energy: Tensor, energy_t: Tensor, grid: tuple[int, int], tra
 
 
 __all__ = [
-    "SOFTMAX_AXES", "GridTransform", "aligned_energies", "eigenspace_sums", "eigenspace_term", "entropy_mask",
+    "SOFTMAX_AXES", "GridTransform", "URSSLoss", "aligned_energies", "eigenspace_sums", "eigenspace_term", "entropy_mask",
     "flip_permutation", "soft_entropy_sum", "soft_entropy_term", "translation_slice",
 ]
+
+
+class URSSLoss(TrainingLoss):
+    """``--loss urss``: pCE + ω₁ · soft entropy (phase 1) and, in phase 2, + ω₂ · eigenspace self-supervision.
+
+    Terms (each a mean over its own count, :mod:`wsss.losses.term`): ``pce`` (mean over the seed pixels),
+    ``entropy`` (ω₁ × mean over the valid non-boundary pixels), ``ss`` (ω₂ × :func:`eigenspace_term`, a mean
+    over the batch's images). Built by :func:`wsss.losses.registry.make_loss`; the second forward pass is run
+    by the URSS training task (:mod:`wsss.training.urss`).
+    """
+
+    name = "urss"
+    target = "seeds"
+    default_warmup_fraction = 0.0
+    _SRC = "URSS code, Pan et al. ICCV 2021; docs/methods.md §9"
+    OPTIONS = (
+        LossOption("--urss-phase", ("phase",), "1 = pCE + ω₁·entropy, 2 = + ω₂·eigenspace term (needs --init-from) [1]", 1),
+        LossOption("--omega1", ("omega1",), f"ω₁ of the soft entropy, mean over valid non-boundary pixels [1, {_SRC}]", 1.0),
+        LossOption("--omega2", ("omega2",), f"ω₂ of the eigenspace term, KL over the n·M² entries [30, {_SRC}]", 30.0),
+        LossOption("--gamma", ("gamma",), f"γ of the trace term [0.01, {_SRC}]", 0.01),
+        LossOption("--urss-softmax", ("softmax",), "columns (URSS code) or rows (the paper's P) [columns]", "columns"),
+        LossOption("--urss-transform", ("transform",), "random (flip or translation 50/50, URSS code), flip, translation [random]", "random"),
+        LossOption("--boundary-width", ("boundary_width",), "pseudo-boundary width in pixels [1: toolkit]", 1),
+        LossOption("--walk", ("walk",), "code (query/key/value, α from 0; URSS code) or paper (parameter-free) [code]", "code"),
+    )
+
+    def __init__(self, phase: int = 1, omega1: float | None = None, omega2: float | None = None,
+                 gamma: float | None = None, softmax: str | None = None, transform: str | None = None,
+                 boundary_width: int | None = None, walk: str = "code"):
+        from wsss.losses import urss_defaults as d
+
+        if phase not in (1, 2):
+            raise UserError(f"--urss-phase {phase}: must be 1 (pCE + entropy) or 2 (+ eigenspace term).")
+        self.phase = int(phase)
+        self.omega1 = d.OMEGA1 if omega1 is None else float(omega1)
+        self.omega2 = d.OMEGA2 if omega2 is None else float(omega2)
+        self.gamma = d.GAMMA if gamma is None else float(gamma)
+        self.softmax = d.SOFTMAX_AXIS if softmax is None else str(softmax)
+        if self.softmax not in SOFTMAX_AXES:
+            raise UserError(f"--urss-softmax {self.softmax}: choose one of: {', '.join(SOFTMAX_AXES)}.")
+        self.transform = d.TRANSFORM if transform is None else str(transform)
+        if self.transform not in d.TRANSFORMS:
+            raise UserError(f"--urss-transform {self.transform}: choose one of: {', '.join(d.TRANSFORMS)}.")
+        self.boundary_width = d.BOUNDARY_WIDTH if boundary_width is None else int(boundary_width)
+        if self.boundary_width < 1:
+            raise UserError(f"--boundary-width {self.boundary_width}: must be at least 1.")
+        self.walk = walk
+
+    def base_terms(self, logits: Tensor, labels: Tensor, valid: Tensor, boundary: Tensor | None) -> dict[str, Term]:
+        """Phase-1 terms. logits ``B×K×H×W``; labels ``B×H×W`` int64; valid, boundary ``B×H×W`` bool."""
+        from wsss.losses.partial_ce import partial_ce_term
+
+        return {"pce": partial_ce_term(logits, labels, valid),
+                "entropy": soft_entropy_term(logits, valid, boundary, weight=self.omega1)}
+
+    def terms(self, logits, batch):
+        return self.base_terms(logits, batch.labels, batch.valid, getattr(batch, "boundary", None))
+
+    def warmup_terms(self, logits, batch):
+        from wsss.losses.partial_ce import partial_ce_term
+
+        return {"pce": partial_ce_term(logits, batch.labels, batch.valid)}
+
+    def ss_term(self, energy: Tensor, energy_t: Tensor, grid: tuple[int, int], transform: GridTransform) -> Term:
+        """ω₂ · ss_P (:func:`eigenspace_term` with this loss's axis and γ)."""
+        return eigenspace_term(energy, energy_t, grid, transform, axis=self.softmax, gamma=self.gamma, weight=self.omega2)
+
+    def options(self):
+        return {"phase": self.phase, "omega1": self.omega1, "omega2": self.omega2, "gamma": self.gamma,
+                "softmax": self.softmax, "transform": self.transform, "boundary_width": self.boundary_width,
+                "walk": self.walk}

@@ -8,7 +8,7 @@ input size. :class:`Backbone` is the feature extractor every head uses (stride 4
 
 from wsss.models.backbones import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_WEIGHTS, Backbone, load_backbone_weights,
                                    torchvision_model)
-from wsss.models.deeplabv3plus import DeepLabV3Plus, ModelConfig, build_model
+from wsss.models.deeplabv3plus import DeepLabV3Plus, ModelConfig, build_model, empty_model
 from wsss.models.efficientnet_lite import EfficientNetLite0
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "EfficientNetLite0",
     "ModelConfig",
     "build_model",
+    "empty_model",
     "load_backbone_weights",
     "torchvision_model",
 ]

@@ -66,6 +66,8 @@ class ModelConfig:
         width_mult: MobileNetV2 width multiplier (1.0; smaller for CPU tests; 1.0 for the others).
         head_channels: ASPP / decoder width (256, DeepLabV3+).
         low_channels: reduced low-level channels in the decoder (48, DeepLabV3+).
+        head: ``deeplabv3plus`` or ``urss`` (the URSS random-walk network, :mod:`wsss.models.urss_net`).
+        walk: form of the URSS random walk, ``code`` or ``paper`` (:mod:`wsss.models.random_walk`).
     """
 
     num_classes: int
@@ -74,6 +76,8 @@ class ModelConfig:
     width_mult: float = 1.0
     head_channels: int = 256
     low_channels: int = 48
+    head: str = "deeplabv3plus"
+    walk: str = "code"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,9 +124,18 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
 
 
-def build_model(config: ModelConfig, weights: str | Path | None = None) -> DeepLabV3Plus:
+def empty_model(config: ModelConfig, backbone: Backbone | None = None) -> nn.Module:
+    """The network of ``config.head`` (DeepLabV3+ or the URSS network) on ``backbone`` (default: random)."""
+    if config.head == "urss":
+        from wsss.models.urss_net import URSSNet
+
+        return URSSNet(config, backbone)
+    return DeepLabV3Plus(config, backbone)
+
+
+def build_model(config: ModelConfig, weights: str | Path | None = None) -> nn.Module:
     """A DeepLabV3+ with its backbone initialised from ``weights`` (see
     :func:`wsss.models.backbones.load_backbone_weights`: ``"packaged"``, ``"imagenet"``, ``"none"``,
     a state-dict path, or None = random with a warning)."""
     backbone = load_backbone_weights(config.backbone, weights, config.output_stride, config.width_mult)
-    return DeepLabV3Plus(config, backbone)
+    return empty_model(config, backbone)

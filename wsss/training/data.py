@@ -114,6 +114,7 @@ def augment(
     probs: np.ndarray | None,
     config: AugmentConfig,
     rng: np.random.Generator,
+    boundary: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Scale, flip, crop with padding (see the module docstring).
 
@@ -123,16 +124,19 @@ def augment(
         probs: K×H×W float32 soft targets or None.
         config: augmentation settings.
         rng: generator for this sample.
+        boundary: H×W bool pseudo-boundary map (URSS) or None; transformed like the labels (nearest).
 
     Returns:
-        dict with ``image`` 3×c×c float32, ``labels`` c×c int64, ``valid`` c×c bool and ``probs``
-        K×c×c float32 when given.
+        dict with ``image`` 3×c×c float32, ``labels`` c×c int64, ``valid`` c×c bool, ``probs``
+        K×c×c float32 and ``boundary`` c×c bool (padding: True) when given.
     """
     h, w = labels.shape
     scale = float(rng.uniform(config.scale_min, config.scale_max))
     flip = bool(config.flip and rng.random() < 0.5)
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     lab = torch.from_numpy(np.ascontiguousarray(labels))[None, None].float()
+    if boundary is not None:  # a second nearest-neighbour channel of the label map
+        lab = torch.cat([lab, torch.from_numpy(np.ascontiguousarray(boundary))[None, None].float()], dim=1)
     prb = torch.from_numpy(np.ascontiguousarray(probs))[None] if probs is not None else None
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     channels = 3 + 1 + (probs.shape[0] if probs is not None else 0)
@@ -160,6 +164,10 @@ def augment(
     out_lab[dy:dy + hh, dx:dx + ww] = lab[0, 0, sy:sy + hh, sx:sx + ww].round().long()
     valid[dy:dy + hh, dx:dx + ww] = True
     sample = {"image": out_img.clamp_(0, 255), "labels": out_lab, "valid": valid}
+    if boundary is not None:
+        out_b = torch.ones(c, c, dtype=torch.bool)
+        out_b[dy:dy + hh, dx:dx + ww] = lab[0, 1, sy:sy + hh, sx:sx + ww] > 0.5
+        sample["boundary"] = out_b
     if prb is not None:
         out_p = torch.zeros(prb.shape[1], c, c)
         out_p[:, dy:dy + hh, dx:dx + ww] = prb[0, :, sy:sy + hh, sx:sx + ww]

@@ -259,7 +259,7 @@ def checkpoint_state(tr: Trainer, epoch: int, record: dict[str, Any]) -> dict[st
 def check_run_output(task: TrainingTask, cfg: Any) -> None:
     """The run directory ``cfg.out`` is not an input file nor inside the image or mask folders of
     the task's dataset (:meth:`wsss.paths.StageInputs.check_output`); call after ``task.setup``."""
-    files = [getattr(cfg, key, None) for key in ("seeds", "pseudolabels", "tags", "weights")]
+    files = [getattr(cfg, key, None) for key in ("seeds", "pseudolabels", "tags", "weights", "superpixels")]
     inputs = StageInputs(files=[f for f in files if f and Path(f).is_file()], datasets=[getattr(task, "dataset", None)])
     inputs.check_output(cfg.out, folder=True, option="--out")
 

@@ -28,7 +28,7 @@ from wsss.artifacts import Artifact
 from wsss.data import open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 from wsss.losses.registry import LossBatch, TrainingLoss, make_loss
-from wsss.models import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, DeepLabV3Plus, ModelConfig, build_model
+from wsss.models import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, DeepLabV3Plus, ModelConfig, build_model, empty_model
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig, EvalSet, TargetSource, TrainSet
 from wsss.training.engine import EpochHook, StepHook, check_crop_memory, check_schedule, run_task
@@ -51,6 +51,8 @@ class TrainConfig:
     loss_options: dict[str, Any] = field(default_factory=dict)
     seeds: str | None = None
     pseudolabels: str | None = None
+    superpixels: str | None = None  # --loss urss: superpixels artifact (pseudo-boundaries)
+    init_from: str | None = None  # --loss urss phase 2: the phase-1 run whose weights start this run
     data: str | None = None
     layout: str = "auto"
     split: str | None = None
@@ -176,7 +178,7 @@ class SegmentationTask(TrainingTask):
         return build_model(self.model_config, self.cfg.weights)
 
     def empty_model(self) -> torch.nn.Module:
-        return DeepLabV3Plus(self.model_config)
+        return empty_model(self.model_config)
 
     def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -230,7 +232,13 @@ def train(cfg: TrainConfig, on_step: StepHook | None = None, on_epoch_end: Epoch
             epoch's checkpoint.
     """
     check_train_config(cfg)
-    return run_task(SegmentationTask(cfg), cfg, on_step=on_step, on_epoch_end=on_epoch_end)
+    if cfg.loss == "urss":
+        from wsss.training.urss import URSSTask
+
+        task: SegmentationTask = URSSTask(cfg)
+    else:
+        task = SegmentationTask(cfg)
+    return run_task(task, cfg, on_step=on_step, on_epoch_end=on_epoch_end)
 
 
 __all__ = ["SegmentationTask", "TrainConfig", "check_train_config", "loss_record", "open_training_data", "train"]

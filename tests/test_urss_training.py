@@ -1,0 +1,108 @@
+"""``wsss train --loss urss`` on the one training loop: phase 1 (pCE + entropy off the superpixel
+boundaries), phase 2 initialised from exactly the phase-1 weights (+ eigenspace term), bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stages import superpixels as superpixels_stage
+from wsss.errors import UserError
+from wsss.parallel import DistributedContext
+from wsss.training import TrainConfig, load_checkpoint, train
+from wsss.training.data import AugmentConfig, augment
+from wsss.training.toy import make_toy_data
+from wsss.training.urss import URSSTask
+
+TINY = dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, batch_size=2, crop_size=40,
+            lr=0.001, progress=False, log_every=1, loss="urss")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("urss")
+    data, seeds = make_toy_data(root, n_train=4, n_val=2, size=48)
+    sp = superpixels_stage.run(data, root / "sp.h5", split="train", n_segments=20)
+    return data, seeds, sp
+
+
+def test_boundary_map_follows_the_augmentation_and_padding_is_excluded():
+    boundary = np.zeros((20, 30), bool)
+    boundary[:, 7] = True
+    boundary[12, :] = True
+    labels = np.where(boundary, 1, 255).astype(np.uint8)  # the same map through the label path
+    image = np.where(boundary[..., None], 200, 0).astype(np.uint8).repeat(3, -1)
+    for seed in range(6):
+        for scale in ((1.0, 1.0), (0.5, 2.0)):
+            cfg = AugmentConfig(crop_size=32, scale_min=scale[0], scale_max=scale[1])
+            s = augment(image, labels, None, cfg, np.random.default_rng(seed), boundary=boundary)
+            inside = s["valid"]
+            assert scale != (1.0, 1.0) or not inside.all()  # crop 32 > 20 rows at scale 1: padding
+            assert s["boundary"][~inside].all()  # padding is excluded
+            assert torch.equal(s["boundary"][inside], (s["labels"] == 1)[inside])  # nearest, as the labels
+            if scale == (1.0, 1.0):  # no resampling: exactly the image's bright pixels
+                assert torch.equal(s["boundary"][inside], (s["image"][0] > 100)[inside])
+
+
+def test_phase1_then_phase2_from_exactly_phase1_weights(toy, tmp_path):
+    data, seeds, sp = toy
+    losses1 = []
+    run1 = train(TrainConfig(out=str(tmp_path / "p1"), seeds=str(seeds), superpixels=str(sp), epochs=2, **TINY),
+                 on_step=lambda r: losses1.append(r))
+    assert all(math.isfinite(r["loss"]) and set(r["terms"]) == {"pce", "entropy"} for r in losses1)
+    config = json.loads((run1 / "config.json").read_text())
+    assert config["model"]["head"] == "urss" and config["model"]["output_stride"] == 8
+    assert config["loss"]["omega1"] == 1.0 and config["loss"]["phase"] == 1
+    assert [i["kind"] for i in config["inputs"]] == ["seeds", "superpixels"]
+
+    cfg2 = TrainConfig(out=str(tmp_path / "p2"), seeds=str(seeds), superpixels=str(sp), init_from=str(run1), epochs=1,
+                       loss_options={"phase": 2, "transform": "translation"}, **{**TINY, "lr": 1e-4})
+    task = URSSTask(cfg2)
+    task.setup(DistributedContext())
+    start = task.build_model().state_dict()
+    p1 = load_checkpoint(run1)["model"]
+    assert set(start) == set(p1) and all(torch.equal(start[k], p1[k]) for k in p1)
+
+    steps = []
+    run2 = train(cfg2, on_step=lambda r: steps.append(r))
+    assert steps and all(math.isfinite(r["loss"]) for r in steps)
+    assert all(set(r["terms"]) == {"pce", "entropy", "ss"} and r["terms"]["ss"] > 0 for r in steps)
+    assert json.loads((run2 / "config.json").read_text())["inputs"][-1]["kind"] == "run"
+    flips = []
+    train(TrainConfig(**{**cfg2.__dict__, "out": str(tmp_path / "p2flip"), "loss_options": {"phase": 2, "transform": "flip"}}),
+          on_step=lambda r: flips.append(r))
+    assert flips and all(math.isfinite(r["loss"]) and r["terms"]["ss"] > 0 for r in flips)
+
+    with pytest.raises(UserError, match="another model or class list"):
+        URSSTask(TrainConfig(out=str(tmp_path / "p3"), seeds=str(seeds), superpixels=str(sp), init_from=str(run1),
+                             loss_options={"phase": 2, "walk": "paper"}, **TINY)).setup(DistributedContext())
+
+
+def test_urss_bad_input(toy, tmp_path):
+    data, seeds, sp = toy
+    with pytest.raises(UserError, match="--superpixels"):
+        train(TrainConfig(out=str(tmp_path / "a"), seeds=str(seeds), epochs=1, **TINY))
+    with pytest.raises(UserError, match="--init-from"):
+        train(TrainConfig(out=str(tmp_path / "b"), seeds=str(seeds), superpixels=str(sp), epochs=1,
+                          loss_options={"phase": 2}, **TINY))
+    with pytest.raises(UserError, match="superpixels"):
+        train(TrainConfig(out=str(tmp_path / "c"), seeds=str(seeds), superpixels=str(seeds), epochs=1, **TINY))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_urss_options():
+    from typer.testing import CliRunner
+
+    from wsss_cli.main import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0
+    for option in ("--superpixels", "--init-from", "--omega1", "--omega2", "--gamma", "--lr-policy", "--walk"):
+        assert option in out.output
+    bad = runner.invoke(app, ["train", "--out", "x", "--loss", "pce", "--omega1", "2"])
+    assert bad.exit_code == 2 and "does not apply to --loss pce" in bad.output

@@ -1,0 +1,149 @@
+"""The URSS training task (``wsss train --loss urss``): the segmentation task with the URSS network, the
+pseudo-boundaries of a ``superpixels`` artifact and the second forward pass of the eigenspace term
+(Pan et al., ICCV 2021; docs/methods.md, "URSS"). Trained by the one loop :func:`wsss.training.engine.run_task`.
+
+- Model: :class:`wsss.models.urss_net.URSSNet` (``head = "urss"``, output stride 8, walk form ``--walk``),
+  one parameter group at ``lr`` (the public code).
+- Data: the augmented samples of :mod:`wsss.training.data` plus ``boundary`` (the superpixel map's
+  boundaries, width ``boundary_width``, scaled / flipped / cropped with the image by nearest neighbour;
+  crop padding counts as excluded).
+- Phase 1 (``phase 1``): ``pce`` + ω₁ ``entropy`` on the valid non-boundary pixels.
+- Phase 2 (``phase 2``, ``init_from`` = the phase-1 run): the model starts from exactly that run's weights
+  (same backbone, walk and class list, else :class:`~wsss.errors.UserError`) and adds ω₂ ``ss``: one
+  transform per step for the whole batch (``random``: flip or translation 50/50, from a generator seeded
+  with ``(seed, step)``), the transformed crop's energy from a second forward pass without gradient.
+  Translation keeps the first or the last ``crop − shift`` rows (shift = 80 px at crop 465, scaled with
+  the crop, a multiple of 8), so the prediction's energy is cut to the overlapping grid rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from wsss.artifacts import Artifact
+from wsss.errors import UserError
+from wsss.losses.urss import GridTransform
+from wsss.losses.urss_defaults import TRANSLATION_SHIFT_465
+from wsss.models import ModelConfig, empty_model
+from wsss.parallel import DistributedContext
+from wsss.training.data import AugmentConfig, TrainSet, augment
+from wsss.training.run import load_checkpoint
+from wsss.training.segmentation import SegmentationTask, TrainConfig
+
+
+def translation_shift(crop: int) -> int:
+    """Vertical shift (pixels, a multiple of 8, at least 8) of the translated view of a ``crop``-sized crop:
+    80 at the URSS crop 465, scaled with the crop."""
+    return max(8, 8 * int(round(crop * TRANSLATION_SHIFT_465 / 465 / 8)))
+
+
+class BoundaryTrainSet(TrainSet):
+    """:class:`TrainSet` whose samples also carry ``boundary`` (c×c bool; True = excluded from the entropy)."""
+
+    def __init__(self, dataset, targets, augment_config: AugmentConfig, seed: int, superpixels: Artifact, width: int):
+        super().__init__(dataset, targets, augment_config, seed)
+        self.superpixels = superpixels
+        self.width = int(width)
+
+    def __getitem__(self, key):
+        from stages.superpixels import superpixel_boundaries
+
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image_id = self.ids[index]
+        image = self.dataset.load_image(image_id)
+        labels, probs = self.targets.load(image_id, image.shape[:2])
+        segments = self.superpixels.read(image_id, "segments")
+        if segments.shape != image.shape[:2]:
+            raise UserError(f"{self.superpixels.path}: image '{image_id}' has a {segments.shape} segment map but the "
+                            f"image is {image.shape[:2]}. Recompute it with wsss superpixels on this dataset.")
+        boundary = superpixel_boundaries(segments, self.width)
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
+        sample = augment(image, labels, probs, self.config, rng, boundary=boundary)
+        sample["index"] = torch.tensor(index, dtype=torch.int64)
+        return sample
+
+
+def draw_transform(seed: int, step: int) -> tuple[str, bool]:
+    """``(kind, first)`` of one step: flip or translation (50/50), the kept rows first or last (50/50)."""
+    rng = np.random.default_rng([int(seed), int(step), 17])
+    return ("flip" if rng.random() < 0.5 else "translation"), bool(rng.random() < 0.5)
+
+
+class URSSTask(SegmentationTask):
+    """``wsss train --loss urss`` (module docstring)."""
+
+    def setup(self, ctx: DistributedContext) -> None:
+        super().setup(ctx)
+        cfg, loss = self.cfg, self.loss
+        if cfg.superpixels is None:
+            raise UserError("--loss urss: needs the pseudo-boundaries. Pass --superpixels SUPERPIXELS.h5 (from wsss superpixels).")
+        self.superpixels = Artifact(cfg.superpixels, "superpixels")
+        have = set(self.superpixels.ids)
+        missing = [i for i in self.targets.ids if i not in have]
+        if missing:
+            raise UserError(f"{cfg.superpixels}: has no segments for {len(missing)} training images (e.g. {missing[0]}). "
+                            "Run wsss superpixels on the dataset of the seeds.")
+        self.inputs = list(self.inputs) + [self.superpixels.provenance()]
+        self.model_config = ModelConfig(num_classes=self.dataset.num_classes, backbone=cfg.backbone, output_stride=8,
+                                        width_mult=cfg.width_mult, head_channels=cfg.head_channels, head="urss",
+                                        walk=loss.walk)
+        self.init_state = None
+        if loss.phase == 2 and cfg.init_from is None:
+            raise UserError("--urss-phase 2: starts from the phase-1 weights. Pass --init-from PHASE1_RUN.")
+        if cfg.init_from is not None:
+            state = load_checkpoint(cfg.init_from)
+            old = ModelConfig(**state.get("model_config", {"num_classes": 0}))
+            if old != self.model_config or list(state.get("classes", [])) != list(self.dataset.classes):
+                raise UserError(f"{cfg.init_from}: was trained with another model or class list ({old.backbone}, "
+                                f"head {old.head}, walk {old.walk}, {len(state.get('classes', []))} classes; this run: "
+                                f"{cfg.backbone}, urss, {loss.walk}, {len(self.dataset.classes)}). "
+                                "Pass a phase-1 run of --loss urss with the same --backbone, --walk and dataset.")
+            self.init_state = state["model"]
+            self.inputs.append({"path": str(cfg.init_from), "kind": "run", "epoch": int(state.get("epoch", 0))})
+
+    def build_model(self) -> torch.nn.Module:
+        if self.init_state is None:
+            return super().build_model()
+        model = empty_model(self.model_config)
+        model.load_state_dict(self.init_state)
+        return model
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        return [{"params": list(model.parameters()), "lr": self.cfg.lr}]
+
+    def trainset(self) -> TrainSet:
+        cfg = self.cfg
+        return BoundaryTrainSet(self.dataset, self.targets, AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip),
+                                cfg.seed, self.superpixels, self.loss.boundary_width)
+
+    def batch_terms(self, model, batch, device, epoch, step, use_amp):
+        loss = self.loss
+        image = batch["image"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        valid = batch["valid"].to(device, non_blocking=True)
+        boundary = batch["boundary"].to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits, energy, grid = model(image, with_energy=True)
+        if epoch < self.warmup:  # --warmup-epochs: pCE only
+            return {"pce": loss.base_terms(logits.float(), labels, valid, boundary)["pce"]}
+        terms = loss.base_terms(logits.float(), labels, valid, boundary)
+        if loss.phase == 2:
+            kind = loss.transform
+            kind_drawn, first = draw_transform(self.cfg.seed, step)
+            kind = kind_drawn if kind == "random" else kind
+            if kind == "flip":
+                view = image.flip(-1)
+            else:
+                shift = translation_shift(image.shape[-2])
+                view = image[:, :, : image.shape[-2] - shift] if first else image[:, :, shift:]
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                _, energy_t, grid_t = model(view, with_energy=True)
+            transform = GridTransform(kind, first=first, rows=grid_t[0])
+            terms["ss"] = loss.ss_term(energy.float(), energy_t.float(), grid, transform)
+        return terms
+
+
+__all__ = ["BoundaryTrainSet", "URSSTask", "draw_transform", "translation_shift"]
