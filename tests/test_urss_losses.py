@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.superpixels import superpixel_boundaries
+from wsss.stages.superpixels import superpixel_boundaries
 from wsss.errors import UserError
 from wsss.losses.urss import (
     GridTransform,

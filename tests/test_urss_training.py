@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages import superpixels as superpixels_stage
+from wsss.stages import superpixels as superpixels_stage
 from wsss.errors import UserError
 from wsss.parallel import DistributedContext
 from wsss.training import TrainConfig, load_checkpoint, train

@@ -49,7 +49,7 @@ class BoundaryTrainSet(TrainSet):
         self.width = int(width)
 
     def __getitem__(self, key):
-        from stages.superpixels import superpixel_boundaries
+        from wsss.stages.superpixels import superpixel_boundaries
 
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image_id = self.ids[index]
@@ -120,30 +120,42 @@ class URSSTask(SegmentationTask):
                                 cfg.seed, self.superpixels, self.loss.boundary_width)
 
     def batch_terms(self, model, batch, device, epoch, step, use_amp):
-        loss = self.loss
-        image = batch["image"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
-        valid = batch["valid"].to(device, non_blocking=True)
-        boundary = batch["boundary"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            logits, energy, grid = model(image, with_energy=True)
-        if epoch < self.warmup:  # --warmup-epochs: pCE only
-            return {"pce": loss.base_terms(logits.float(), labels, valid, boundary)["pce"]}
-        terms = loss.base_terms(logits.float(), labels, valid, boundary)
-        if loss.phase == 2:
-            kind = loss.transform
-            kind_drawn, first = draw_transform(self.cfg.seed, step)
-            kind = kind_drawn if kind == "random" else kind
-            if kind == "flip":
-                view = image.flip(-1)
-            else:
-                shift = translation_shift(image.shape[-2])
-                view = image[:, :, : image.shape[-2] - shift] if first else image[:, :, shift:]
-            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                _, energy_t, grid_t = model(view, with_energy=True)
-            transform = GridTransform(kind, first=first, rows=grid_t[0])
-            terms["ss"] = loss.ss_term(energy.float(), energy_t.float(), grid, transform)
-        return terms
+        image, labels, valid, boundary = (batch[k].to(device, non_blocking=True) for k in ("image", "labels", "valid", "boundary"))
+        return urss_terms(model, self.loss, image, labels, valid, boundary, seed=self.cfg.seed, step=step,
+                          use_amp=use_amp, pce_only=epoch < self.warmup)
 
 
-__all__ = ["BoundaryTrainSet", "URSSTask", "draw_transform", "translation_shift"]
+def urss_terms(model, loss, image, labels, valid, boundary, seed: int, step: int, use_amp: bool = False,
+               pce_only: bool = False) -> dict:
+    """The terms of one URSS step (module docstring): ``pce`` (+ ``entropy``, + ``ss`` in phase 2).
+
+    Args:
+        model: the (possibly DDP-wrapped) :class:`~wsss.models.urss_net.URSSNet`.
+        loss: the :class:`~wsss.losses.urss.URSSLoss`.
+        image: ``B×3×H×W`` float RGB 0–255; labels ``B×H×W`` int64 seeds; valid, boundary ``B×H×W`` bool.
+        seed, step: the transform's random stream (:func:`draw_transform`).
+        use_amp: float16 autocast (CUDA).
+        pce_only: the ``--warmup-epochs`` terms (pCE only).
+    """
+    device = image.device
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        logits, energy, grid = model(image, with_energy=True)
+    terms = loss.base_terms(logits.float(), labels, valid, boundary)
+    if pce_only:
+        return {"pce": terms["pce"]}
+    if loss.phase == 2:
+        kind_drawn, first = draw_transform(seed, step)
+        kind = kind_drawn if loss.transform == "random" else loss.transform
+        if kind == "flip":
+            view = image.flip(-1)
+        else:
+            shift = translation_shift(image.shape[-2])
+            view = image[:, :, : image.shape[-2] - shift] if first else image[:, :, shift:]
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            _, energy_t, grid_t = model(view, with_energy=True)
+        transform = GridTransform(kind, first=first, rows=grid_t[0])
+        terms["ss"] = loss.ss_term(energy.float(), energy_t.float(), grid, transform)
+    return terms
+
+
+__all__ = ["BoundaryTrainSet", "URSSTask", "draw_transform", "translation_shift", "urss_terms"]

@@ -1,0 +1,88 @@
+"""Time of one ``--loss urss`` training step (phase 1 and phase 2) relative to a ``pce`` step.
+
+Same URSS network (:class:`wsss.models.urss_net.URSSNet`), same batch; a step is forward + terms
+(+ the no-gradient second forward and the eigenspace term in phase 2, transform drawn as in training)
++ backward + SGD update. A DeepLabV3+ ``pce`` step on the same batch is timed too, for reference.
+Prints the median time of each and the ratios, measured in the same run.
+
+    python benchmarks/urss_step.py                          # MobileNetV2 x0.5, batch 2, 96², CPU
+    python benchmarks/urss_step.py --device cuda --backbone resnet50 --size 465 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+
+def main() -> None:
+    from wsss.losses.partial_ce import partial_ce_term
+    from wsss.losses.term import reduce_terms
+    from wsss.losses.urss import URSSLoss
+    from wsss.models import ModelConfig, empty_model
+    from wsss.training.urss import urss_terms
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--width-mult", type=float, default=0.5)
+    parser.add_argument("--size", type=int, default=96, help="square crop side")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    b, s = args.batch, args.size
+    image = (torch.rand(b, 3, s, s, generator=g) * 255).to(device)
+    labels = torch.full((b, s, s), 255, dtype=torch.int64)
+    labels[:, s // 2, s // 4: 3 * s // 4] = torch.randint(0, args.classes, (b, 1), generator=g)
+    labels = labels.to(device)
+    valid = torch.ones(b, s, s, dtype=torch.bool, device=device)
+    boundary = (torch.rand(b, s, s, generator=g) < 0.1).to(device)
+    kw = dict(num_classes=args.classes, backbone=args.backbone, width_mult=args.width_mult)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nets = {"deeplab": empty_model(ModelConfig(**kw)).to(device),
+                "urss": empty_model(ModelConfig(**kw, output_stride=8, head="urss")).to(device)}
+
+    def pce(net):
+        return lambda step: {"pce": partial_ce_term(net(image), labels, valid)}
+
+    def urss(net, phase):
+        loss = URSSLoss(phase=phase)
+        return lambda step: urss_terms(net, loss, image, labels, valid, boundary, seed=0, step=step)
+
+    cases = {"deeplab pce": (nets["deeplab"], pce(nets["deeplab"])), "urss-net pce": (nets["urss"], pce(nets["urss"])),
+             "urss phase 1": (nets["urss"], urss(nets["urss"], 1)), "urss phase 2": (nets["urss"], urss(nets["urss"], 2))}
+    times = {}
+    for name, (net, terms_of) in cases.items():
+        opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9)
+        net.train()
+        samples = []
+        for step in range(args.repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            objective, _ = reduce_terms(terms_of(step))
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step:  # the first step warms up
+                samples.append(time.perf_counter() - t0)
+        times[name] = statistics.median(samples)
+    base = times["urss-net pce"]
+    print(f"batch {b} × {s}², {args.backbone} x{args.width_mult}, {device}")
+    for name, t in times.items():
+        print(f"{name:14s} {t * 1e3:9.1f} ms   {t / base:5.2f} × urss-net pce")
+
+
+if __name__ == "__main__":
+    main()
