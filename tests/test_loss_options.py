@@ -19,7 +19,8 @@ from wsss_cli.train import LOSS_FLAG_HELP, _param, loss_flags, loss_options
 #: a valid non-default value of every loss flag (keyword: the ``train`` parameter)
 SAMPLE = {"lam": 0.25, "eta": 0.5, "relaxation": "bilinear", "ce": "reverse", "neighbourhood": "nn8", "bandwidth": 3.0,
           "solver_steps": 3, "solver_lr": 0.5, "solver_optimizer": "adam", "solver_option": ["momentum=0.5"],
-          "crf_option": ["sigma_rgb=10"], "hard": True}
+          "crf_option": ["sigma_rgb=10"], "hard": True, "urss_phase": 2, "omega1": 2.0, "omega2": 10.0, "gamma": 0.5,
+          "urss_softmax": "rows", "urss_transform": "flip", "boundary_width": 2, "walk": "paper"}
 #: where each sample value shows in the loss's resolved options (``loss.options()``)
 RESOLVED = {"solver_option": ("momentum", 0.5), "crf_option": ("sigma_rgb", 10)}
 
