@@ -103,12 +103,11 @@ class DeepLabV3Plus(nn.Module):
             nn.Dropout(0.1),
         )
         self.classifier = nn.Conv2d(c, config.num_classes, 1)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD_255).view(1, 3, 1, 1), persistent=False)
+        register_input_normalization(self)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters of ASPP + decoder (trained with ``head_lr_mult``)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+        return head_parameters(self)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
@@ -122,6 +121,18 @@ class DeepLabV3Plus(nn.Module):
         y = self.fuse(torch.cat([y, self.reduce(low)], dim=1))
         y = self.classifier(y)
         return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
+
+
+def register_input_normalization(model: nn.Module) -> None:
+    """Register the ImageNet ``mean``/``std`` buffers (``1×3×1×1`` float32, 0–255 units, not saved) that a
+    segmentation network applies to its ``B×3×H×W`` RGB 0–255 input: ``(image − mean) / std``."""
+    model.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1), persistent=False)
+    model.register_buffer("std", torch.tensor(IMAGENET_STD_255).view(1, 3, 1, 1), persistent=False)
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of ``model`` outside its ``backbone`` (the group trained at ``lr · head_lr_mult``)."""
+    return [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
 
 
 def empty_model(config: ModelConfig, backbone: Backbone | None = None) -> nn.Module:

@@ -10,13 +10,11 @@ positions of the stride-8 grid, row-major) and the grid ``(h, w)``, for the eige
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 from wsss.models.backbones import Backbone
-from wsss.models.deeplabv3plus import ModelConfig, _conv_bn_relu
+from wsss.models.deeplabv3plus import ModelConfig, _conv_bn_relu, head_parameters, register_input_normalization
 from wsss.models.random_walk import RandomWalk
 
 #: channels of the walk's features (conv5a), as in the public code
@@ -35,11 +33,10 @@ class URSSNet(nn.Module):
         self.walk = RandomWalk(c, form=config.walk)
         self.head = nn.Sequential(_conv_bn_relu(c, c, 3), nn.Dropout2d(0.1))
         self.classifier = nn.Conv2d(c, config.num_classes, 1)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD_255).view(1, 3, 1, 1), persistent=False)
+        register_input_normalization(self)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+        return head_parameters(self)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
