@@ -29,16 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from timing import CLOCKS, best_of, sync
 from wsss.filters import BilateralFilter, DenseGaussianFilter, PermutohedralLattice, image_features
 from wsss.filters.permutohedral_reference import ReferenceLattice
-
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def smooth_maps(b: int, k: int, h: int, w: int, gen: torch.Generator, device) -> torch.Tensor:
     """``b×k×h×w`` float32 softmax of bilinearly upsampled coarse random logits."""
@@ -53,18 +46,6 @@ def test_image(h: int, w: int, gen: torch.Generator, device) -> torch.Tensor:
     img = F.interpolate(base, size=(h, w), mode="nearest")
     img = img + 8.0 * torch.randn(1, 3, h, w, generator=gen)
     return img.clamp(0, 255).to(device)
-
-
-def timeit(fn, device, repeat: int, clock=time.perf_counter) -> float:
-    fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = clock()
-        fn()
-        _sync(device)
-        best = min(best, clock() - t0)
-    return best
 
 
 def frame_image(path: str, n: int, device) -> torch.Tensor:
@@ -85,7 +66,7 @@ def build_speedup(img: torch.Tensor, x: torch.Tensor, args, device, clock) -> tu
     best = {PermutohedralLattice: float("inf"), ReferenceLattice: float("inf")}
     for _ in range(args.repeat + 1):  # the first round warms up
         for cls in best:
-            t = timeit(lambda: cls(pts, bid).filter(rows), device, 1, clock)
+            t = best_of(lambda: cls(pts, bid).filter(rows), 1, device, clock)
             best[cls] = min(best[cls], t)
     return best[PermutohedralLattice], best[ReferenceLattice]
 
@@ -109,9 +90,9 @@ def run_timing(args) -> None:
             holder["f"] = f
             return f(x)
 
-        t_build = timeit(build_and_filter, device, args.repeat, clock)
+        t_build = best_of(build_and_filter, args.repeat, device, clock)
         f = holder["f"]
-        t_filter = timeit(lambda: f(x), device, args.repeat, clock)
+        t_filter = best_of(lambda: f(x), args.repeat, device, clock)
         t_new, t_old = build_speedup(img, x, args, device, clock)
         t_exact = float("nan")
         err = float("nan")
@@ -119,7 +100,7 @@ def run_timing(args) -> None:
             ex = DenseGaussianFilter(img, args.sigma_xy, args.sigma_rgb)
             t0 = time.perf_counter()
             ref = ex(x)
-            _sync(device)
+            sync(device)
             t_exact = time.perf_counter() - t0
             err = ((f(x) - ref).norm() / ref.norm()).item()
         print(f"{s:>5}²   {f.lattice.num_vertices:>9} {t_build * 1e3:>10.1f} ms {t_filter * 1e3:>6.1f} ms "

@@ -29,29 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from timing import CLOCKS, best_of
 from wsss.crf import CRFParams, dense_crf
 from wsss.crf_lattice import lattice_crf
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
-
-
-def best_of(fn, repeat: int, device: torch.device = torch.device("cpu"), clock=time.perf_counter) -> float:
-    """Minimum time of ``fn()`` over ``repeat`` runs (after one warm-up run) on ``clock``."""
-    fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = clock()
-        fn()
-        _sync(device)
-        best = min(best, clock() - t0)
-    return best
 
 
 def smooth_probs(k: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:

@@ -21,29 +21,12 @@ Measured in the same run (best of ``--repeat`` after one warm-up):
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from timing import best_of
 from wsss.cam.classifier import build_cam_classifier
 from wsss.cam.losses import (feature_similarity_loss, fsl_gate, fsl_image, fsl_window_bound, gap_loss, isl_loss)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn, device: torch.device, repeat: int) -> float:
-    fn()
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -87,10 +70,10 @@ def main() -> None:
             feature_similarity_loss(fsl_gate(s, y), image, window=window).backward()
         return run
 
-    t_cls = timeit(classifier_step, device, args.repeat)
-    t_isl = timeit(isl_step, device, args.repeat)
-    t_exact = timeit(fsl_step(None), device, args.repeat)
-    t_win = timeit(fsl_step(args.window), device, args.repeat)
+    t_cls = best_of(classifier_step, args.repeat, device)
+    t_isl = best_of(isl_step, args.repeat, device)
+    t_exact = best_of(fsl_step(None), args.repeat, device)
+    t_win = best_of(fsl_step(args.window), args.repeat, device)
 
     with torch.no_grad():
         gate = fsl_gate(scores0, y)
@@ -122,8 +105,8 @@ def main() -> None:
                 rr = r.clone().requires_grad_(True)
                 feature_similarity_loss(rr, xs, window=window).backward()
 
-            te = timeit(lambda: run(None), device, args.repeat)
-            tw = timeit(lambda: run(args.window), device, args.repeat)
+            te = best_of(lambda: run(None), args.repeat, device)
+            tw = best_of(lambda: run(args.window), args.repeat, device)
             print(f"{g:>5}×{g:<2}{1000 * te:>12.1f}{1000 * tw:>12.1f}{tw / te:>14.2f}")
 
 

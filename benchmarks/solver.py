@@ -55,6 +55,7 @@ from scipy import ndimage as ndi
 from skimage import data
 from skimage.segmentation import slic
 
+from timing import CLOCKS
 from wsss.constants import IGNORE_INDEX
 from wsss.potts.solver import EXACT_CG_MAX_ITER, SolverConfig, paper_config, soft_jaccard, solve_pseudolabels
 
@@ -137,7 +138,7 @@ def run_vs_random_walker(args) -> None:
     def miou(conf: np.ndarray) -> float:
         return 100.0 * M.mean_iou(conf)
 
-    clock = {"wall": time.perf_counter, "process": time.process_time}[args.clock]
+    clock = CLOCKS[args.clock]
 
     def best(fn):
         out, t_best = None, float("inf")
@@ -196,7 +197,7 @@ def main() -> None:
     ap.add_argument("--camvid", default=None, help="--vs-rw: CamVid folder (train images and masks)")
     ap.add_argument("--seeds", default=None, help="--vs-rw: seeds artifact of CamVid train (wsss prepare-scribbles)")
     ap.add_argument("--limit", type=int, default=0, help="--vs-rw: first N CamVid images (0: all)")
-    ap.add_argument("--clock", choices=("wall", "process"), default="wall", help="--vs-rw: timing clock")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="--vs-rw: timing clock")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
