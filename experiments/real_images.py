@@ -4,8 +4,9 @@
 Usage::
 
     python experiments/real_images.py DATA OUT [--device cpu|cuda] [--quick] [--methods pce,collision]
-        [--annotations scribbles,clicks] [--tables main,robustness] [--budget-minutes 20] [--epochs N]
-        [--crop-size N] [--backbone NAME] [--batch-size N] [--seed 0] [--search [--search-grid main]]
+        [--annotations scribbles,clicks] [--tables main,robustness] [--budget-minutes 15] [--epochs N]
+        [--crop-size N] [--backbone NAME] [--weights packaged|none|FILE] [--batch-size N] [--threads 1]
+        [--seeds 0,1] [--annotation-seed 0] [--search [--search-grid main]]
         [--tuned] [--update-doc docs/results.md]
 
 DATA is a dataset with dense train and val masks in the generic layout (``DATA/train/images``,
@@ -38,10 +39,18 @@ Methods (``wsss train --loss ...`` with the toolkit defaults, docs/methods.md, u
 ``full`` (dense masks, the upper bound), ``pce``, ``gridcrf``, ``densecrf``, ``ncut``, ``kernelcut``,
 ``collision`` (soft self-labeling), ``collision-hard`` (``--hard``), ``proposals`` (offline: the pce
 model predicts on train → ``solve`` → ``train --loss pseudo``) and ``solver`` (``solve --init uniform``
-from the seeds alone, no network: its row is the pseudo-label mIoU on **train**).
+from the seeds alone, no network: its row is the pseudo-label mIoU on **train**), ``urss-1`` / ``urss-2``
+(``--loss urss`` phase 1, and phase 2 started from that phase-1 run; SLIC pseudo-boundaries from
+``wsss superpixels`` of the train images, OUT/superpixels.h5). ``full`` trains the same network with plain
+cross-entropy over every labelled pixel of the dense masks (void ignored, no class weights — the same loss
+as ``pce`` on all pixels, so rare classes weigh as their pixel share, as for every other method): the upper
+bound of the same schedule. The main table's ``full``, ``pce``, ``densecrf`` and ``collision`` train once
+per ``--seeds`` value (mean and range); every other cell with the first seed. The annotations are the
+same for every seed (``--annotation-seed``).
 
-Every training run gets the same schedule (backbone, crop, batch, epochs); ``--budget-minutes`` caps the
-training time of one run (measured across invocations): a run over the cap stops after the epoch in
+Every training run gets the same schedule (backbone and its weights, crop, batch, epochs, threads);
+``--budget-minutes`` caps the training time of one run (CPU time of the process on a CPU, wall time on a
+GPU; measured across invocations): a run over the cap stops after the epoch in
 progress, is evaluated from its last checkpoint and is flagged in the table. Finished runs are skipped;
 an interrupted run resumes from its last epoch (``train --resume``) and interrupted artifacts from their
 partial file (``--resume`` of the per-image stages), so the tables can be built over several calls.
@@ -71,7 +80,8 @@ from wsss.losses.conversion import DEMO_TUNING
 from wsss.losses.defaults import LR_RL, N_RL
 
 #: The table's methods, in order (see the module docstring).
-METHODS = ("full", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver")
+METHODS = ("full", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver",
+           "urss-1", "urss-2")
 #: Robustness table: these methods on every annotation.
 ROBUST_METHODS = ("pce", "densecrf", "collision")
 ANNOTATIONS = ("scribbles", "scribbles-0.3", "clicks", "blocks")
@@ -83,24 +93,31 @@ ANNOTATION_HELP = {
 }
 TABLES = ("main", "robustness")
 
-#: Budgets. ``cpu``: fits a 2-core CPU in ≤ 20 min per run (docs/results.md: 5–6 min for pce-like runs,
-#: 19 min for collision with 10 solver steps and 2 threads);
-#: ``cuda``: one GPU; ``quick``: a smoke test (seconds per run), never a result.
-#: lr of the cpu and quick budgets: the demo search's 0.02 (random-init backbone) under the earlier
-#: shared-Z loss normalization, converted to pCE as a mean over the seed pixels at that run's counts
-#: (× 972.92 seeds / 31549.36 valid pixels per batch = 6.17e-4; wsss.losses.conversion.DEMO_TUNING).
+#: Budgets (second edition). ``cpu``: one run in ≤ 15 min of CPU time on one thread of the 2-core CI-class
+#: machine (two runs side by side fill it): EfficientNet-Lite0 with its packaged ImageNet weights
+#: (``--weights packaged``, the ``wsss train`` default), a light DeepLabV3+ head (64 channels), 10 epochs of
+#: 8 × 160² crops (460 iterations on CamVid's 367 frames); ``cuda``: one GPU, a larger budget;
+#: ``quick``: a smoke test (seconds per run, random init), never a result.
+#: lr of the cpu and quick budgets: the demo search's 0.02 under the earlier shared-Z loss normalization,
+#: converted to pCE as a mean over the seed pixels at that run's counts (× 972.92 seeds / 31549.36 valid
+#: pixels per batch = 6.17e-4; wsss.losses.conversion.DEMO_TUNING) — the same order as rloss's fine-tuning
+#: lr in the toolkit's form (5.8e-4, below).
 CPU_LR = DEMO_TUNING.lr(0.02)
 #: lr of the cuda budget: rloss's 0.007 in the toolkit's form (its total is divided by its batch 12 once
 #: more): 0.007 / 12 = 5.8e-4 (docs/methods.md §3.3).
 CUDA_LR = LR_RL / N_RL
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(backbone="mobilenet_v2", width_mult=0.5, head_channels=64, crop_size=128, batch_size=8,
-                epochs=30, lr=CPU_LR, budget_minutes=20.0, solver_steps=10, limit_train=None, limit_val=None),
-    "cuda": dict(backbone="resnet50", width_mult=1.0, head_channels=256, crop_size=240, batch_size=12,
-                 epochs=60, lr=CUDA_LR, budget_minutes=60.0, solver_steps=None, limit_train=None, limit_val=None),
-    "quick": dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,
-                  epochs=1, lr=CPU_LR, budget_minutes=2.0, solver_steps=5, limit_train=6, limit_val=3),
+    "cpu": dict(backbone="efficientnet_lite0", weights="packaged", width_mult=1.0, head_channels=64, crop_size=160,
+                batch_size=8, epochs=10, lr=CPU_LR, budget_minutes=15.0, solver_steps=10, threads=1,
+                limit_train=None, limit_val=None),
+    "cuda": dict(backbone="efficientnet_lite0", weights="packaged", width_mult=1.0, head_channels=256, crop_size=240,
+                 batch_size=12, epochs=60, lr=CUDA_LR, budget_minutes=60.0, solver_steps=None, threads=None,
+                 limit_train=None, limit_val=None),
+    "quick": dict(backbone="mobilenet_v2", weights="none", width_mult=0.25, head_channels=16, crop_size=32, batch_size=2,
+                  epochs=1, lr=CPU_LR, budget_minutes=2.0, solver_steps=5, threads=None, limit_train=6, limit_val=3),
 }
+#: Methods trained with every seed of ``--seeds`` (mean and spread in the table); the others with the first.
+MULTI_SEED_METHODS = ("full", "pce", "densecrf", "collision")
 QUICK_METHODS = ("pce", "collision")
 
 #: Evaluation CRF (``wsss eval --crf``): DeepLab's Gaussian kernel; the bilateral kernel narrowed for
@@ -249,6 +266,7 @@ class Settings:
     device: str
     preset: str
     backbone: str
+    weights: str
     width_mult: float
     head_channels: int
     crop_size: int
@@ -260,6 +278,9 @@ class Settings:
     limit_train: int | None
     limit_val: int | None
     seed: int
+    seeds: tuple[int, ...]
+    annotation_seed: int
+    threads: int | None
     workers: int
     crf_bi_sxy: float
     crf_bi_compat: float
@@ -267,22 +288,24 @@ class Settings:
 
     def schedule(self) -> dict[str, Any]:
         """What every training run shares (the table header)."""
-        return {"backbone": self.backbone, "width_mult": self.width_mult, "head_channels": self.head_channels,
+        return {"backbone": self.backbone, "weights": self.weights, "width_mult": self.width_mult, "head_channels": self.head_channels,
                 "crop_size": self.crop_size, "batch_size": self.batch_size, "epochs": self.epochs,
                 "lr": self.lr, "budget_minutes": self.budget_minutes, "solver_steps": self.solver_steps, "seed": self.seed,
-                "device": self.device, "weights": None}
+                "seeds": list(self.seeds), "annotation_seed": self.annotation_seed, "threads": self.threads,
+                "device": self.device}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     preset = "quick" if args.quick else ("cuda" if args.device.startswith("cuda") else "cpu")
     p = dict(PRESETS[preset])
-    for key in ("backbone", "width_mult", "head_channels", "crop_size", "batch_size", "epochs", "lr", "budget_minutes",
-                "solver_steps", "limit_train", "limit_val"):
+    for key in ("backbone", "weights", "width_mult", "head_channels", "crop_size", "batch_size", "epochs", "lr",
+                "budget_minutes", "solver_steps", "threads", "limit_train", "limit_val"):
         value = getattr(args, key, None)
         if value is not None:
             p[key] = value
-    return Settings(data=Path(args.data), out=Path(args.out), device=args.device, preset=preset, seed=args.seed,
-                    workers=args.workers, crf_bi_sxy=args.crf_bi_sxy, crf_bi_compat=args.crf_bi_compat,
+    seeds = tuple(int(x) for x in (args.seeds or ("0" if args.quick else "0,1")).split(","))
+    return Settings(data=Path(args.data), out=Path(args.out), device=args.device, preset=preset, seed=seeds[0],
+                    seeds=seeds, annotation_seed=args.annotation_seed, workers=args.workers, crf_bi_sxy=args.crf_bi_sxy, crf_bi_compat=args.crf_bi_compat,
                     tuned=args.tuned, **p)
 
 
@@ -329,12 +352,24 @@ def prepare_seeds(s: Settings, data: Path, annotation: str) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     log(f"prepare {annotation} ({ANNOTATION_HELP[annotation]}) → {path}")
-    common = dict(layout="generic", split="train", seed=s.seed, workers=s.workers, resume=True)
+    common = dict(layout="generic", split="train", seed=s.annotation_seed, workers=s.workers, resume=True)
     if annotation == "blocks":
         prepare.run_blocks(data, path, **common)
     else:
         ratio = {"scribbles": 1.0, "scribbles-0.3": 0.3, "clicks": 0.0}[annotation]
         prepare.run_scribbles(data, path, length_ratio=ratio, **common)
+    return path
+
+
+def prepare_superpixels(s: Settings, data: Path) -> Path:
+    """``wsss superpixels`` of the train images (SLIC defaults): URSS's pseudo-boundaries."""
+    from wsss.stages import superpixels
+
+    path = s.out / "superpixels.h5"
+    if path.exists():
+        return path
+    log(f"superpixels (SLIC, toolkit defaults) → {path}")
+    superpixels.run(data, path, layout="generic", split="train", workers=s.workers, resume=True)
     return path
 
 
@@ -365,6 +400,8 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
         loss, opts = "collision", {"solver": solver, "hard": method == "collision-hard"}
     elif method == "proposals":
         loss, opts = "pseudo", {}
+    elif method in ("urss-1", "urss-2"):
+        loss, opts = "urss", {"phase": int(method[-1])}
     else:
         raise ValueError(method)
     if o:
@@ -373,14 +410,17 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
 
 
 def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any], warmup: int | None,
-                 seeds: Path | None = None, pseudolabels: Path | None = None):
+                 seeds: Path | None = None, pseudolabels: Path | None = None, superpixels: Path | None = None,
+                 init_from: Path | None = None):
     from wsss.training.segmentation import TrainConfig
 
     return TrainConfig(
         out=str(run_dir / "train"), loss=loss, loss_options=options,
+        superpixels=str(superpixels) if superpixels is not None else None,
+        init_from=str(init_from) if init_from is not None else None,
         seeds=str(seeds) if seeds is not None else None,
         pseudolabels=str(pseudolabels) if pseudolabels is not None else None,
-        backbone=s.backbone, width_mult=s.width_mult, head_channels=s.head_channels, epochs=s.epochs,
+        backbone=s.backbone, weights=s.weights, width_mult=s.width_mult, head_channels=s.head_channels, epochs=s.epochs,
         batch_size=s.batch_size, crop_size=s.crop_size, lr=s.lr, warmup_epochs=warmup, seed=s.seed, device=s.device,
         workers=0, log_every=10, progress=sys.stderr.isatty(),
         command=f"experiments/real_images.py ({run_dir.name})",
@@ -419,6 +459,17 @@ def stale_defaults(run_dir: Path, cfg) -> None:
                          "it with the current defaults, or use another OUT.")
 
 
+def budget_clock_name(s: Settings) -> str:
+    """What ``train_seconds`` and the cap measure: CPU time of the process on a CPU (so that runs sharing the
+    machine with other work are timed as if alone; with one thread it is the wall time of an idle core), wall
+    time on a GPU."""
+    return "wall" if s.device.startswith("cuda") else "cpu"
+
+
+def budget_clock(s: Settings):
+    return time.perf_counter if budget_clock_name(s) == "wall" else time.process_time
+
+
 def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir/train`` unless already finished; resume an interrupted run.
     Returns the status record (state, train_seconds, epochs_done)."""
@@ -453,13 +504,16 @@ def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
         spent = 0.0
         log(f"train {run_dir.name}: --loss {cfg.loss} {json.dumps(cfg.loss_options)} for {s.epochs} epochs")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"state": "running", "train_seconds": spent, "epochs_done": 0, "epochs": s.epochs,
-              "budget_minutes": s.budget_minutes, "train_config": want}
+    wall_spent = float(status.get("wall_seconds", spent)) if status is not None else 0.0
+    record = {"state": "running", "train_seconds": spent, "wall_seconds": wall_spent, "clock": budget_clock_name(s),
+              "epochs_done": 0, "epochs": s.epochs, "budget_minutes": s.budget_minutes, "train_config": want}
     write_json(status_path, record)
-    t0 = time.perf_counter()
+    clock = budget_clock(s)
+    t0, w0 = clock(), time.perf_counter()
 
     def on_epoch_end(epoch: int, model) -> None:
-        record["train_seconds"] = spent + (time.perf_counter() - t0)
+        record["train_seconds"] = spent + (clock() - t0)
+        record["wall_seconds"] = wall_spent + (time.perf_counter() - w0)
         record["epochs_done"] = epoch
         write_json(status_path, record)
         log(f"  {run_dir.name}: epoch {epoch}/{s.epochs} done, {record['train_seconds']:.0f} s")
@@ -594,6 +648,19 @@ def _run_cell(s, data, method, annotation, runs, overrides, run_dir, crf, seeds,
         cfg = train_config(s, run_dir, loss, opts, warmup, pseudolabels=pseudo)
         status = train_run(s, run_dir, cfg)
         record["pce_seconds"] = base["status"]["train_seconds"]
+    elif method in ("urss-1", "urss-2"):
+        init_from = None
+        if method == "urss-2":  # phase 2 starts from the phase-1 run of the same seed
+            base = run_cell(s, data, "urss-1", annotation, runs, crf=False,
+                            run_dir=cell_dir(runs, "urss-1", annotation, s.seed))
+            if base.get("state") != "done":
+                record["state"] = "waiting for urss-1"
+                return record
+            init_from = Path(base["run_dir"]) / "train"
+        loss, opts, warmup = method_loss(method, s, overrides)
+        cfg = train_config(s, run_dir, loss, opts, warmup, seeds=seeds, superpixels=prepare_superpixels(s, data),
+                           init_from=init_from)
+        status = train_run(s, run_dir, cfg)
     else:
         loss, opts, warmup = method_loss(method, s, overrides)
         cfg = train_config(s, run_dir, loss, opts, warmup, seeds=seeds)
@@ -626,6 +693,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "miou": ev.get("miou") if ev else None, "pixel_accuracy": ev.get("pixel_accuracy") if ev else None,
         "f": ev.get("f") if ev else None, "iou": ev.get("iou") if ev else None,
         "miou_crf": crf.get("miou") if crf else None, "f_crf": crf.get("f") if crf else None,
+        "pixel_accuracy_crf": crf.get("pixel_accuracy") if crf else None, "wall_seconds": status.get("wall_seconds"),
         "iou_crf": crf.get("iou") if crf else None,
         "train_seconds": seconds, "epochs_done": status.get("epochs_done"), "epochs": status.get("epochs"),
         "overrides": record.get("overrides") or {}, "run_dir": record.get("run_dir"),
@@ -654,9 +722,12 @@ def duration(seconds: float | None) -> str:
 def header(s: Settings, info: dict[str, Any]) -> str:
     sch = s.schedule()
     return (
-        f"Budget `{s.preset}`: {sch['backbone']} (width {sch['width_mult']}, head {sch['head_channels']}, random init), "
-        f"crop {sch['crop_size']}, batch {sch['batch_size']}, {sch['epochs']} epochs, lr {sch['lr']:g} (head ×10), cap {sch['budget_minutes']:g} min "
-        f"training per run, self-labeling solver steps {sch['solver_steps'] or 'default'}, seed {sch['seed']}, "
+        f"Budget `{s.preset}`: {sch['backbone']} (width {sch['width_mult']}, head {sch['head_channels']}, weights "
+        f"{sch['weights']}), crop {sch['crop_size']}, batch {sch['batch_size']}, {sch['epochs']} epochs, lr {sch['lr']:g} "
+        f"(head ×10), cap {sch['budget_minutes']:g} min of {budget_clock_name(s)} time per run (train time below: "
+        f"{budget_clock_name(s)} time), {sch['threads'] or 'torch default'} thread(s) per run, self-labeling solver steps "
+        f"{sch['solver_steps'] or 'default'}, training seeds {','.join(map(str, sch['seeds']))} "
+        f"({', '.join(MULTI_SEED_METHODS)} on the main table; the others the first), annotation seed {sch['annotation_seed']}, "
         f"device {sch['device']}. Eval CRF: bilateral sxy {s.crf_bi_sxy:g}, compat {s.crf_bi_compat:g} "
         f"(other CRF parameters: `wsss.crf.CRFParams` defaults). Machine: {info.get('cpu')}, {info.get('host_cpus')} CPUs, "
         f"torch {info.get('torch')} ({info.get('torch_threads')} threads){', ' + info['gpu'] if 'gpu' in info else ''}, "
@@ -664,8 +735,18 @@ def header(s: Settings, info: dict[str, Any]) -> str:
     )
 
 
+def miou_cell(r: dict[str, Any], key: str = "miou") -> str:
+    """``mean`` or, over several seeds, ``mean (min–max)`` of a row's mIoU (``key`` ``miou`` or ``miou_crf``)."""
+    text = pct(r.get(key))
+    if key == "miou" and r.get("spread") is not None:
+        values = [v for v in r["seed_miou"] if v is not None]
+        text += f" ({pct(min(values))}–{pct(max(values))})"
+    return text
+
+
 def markdown_table(rows: list[dict[str, Any]], classes: list[str], first: str) -> str:
-    cols = [first, "mIoU", "mIoU +CRF", "F", "F +CRF", "train time", "epochs", "state"] + classes
+    cols = [first, "seeds", "mIoU", "pixel acc", "mIoU +CRF", "pixel acc +CRF", "F", "F +CRF", "train time", "epochs",
+            "state"] + classes
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         name = r["method"] if first == "method" else f"{r['method']} @ {r['annotation']}"
@@ -676,20 +757,23 @@ def markdown_table(rows: list[dict[str, Any]], classes: list[str], first: str) -
         epochs = f"{r['epochs_done']}/{r['epochs']}" if r.get("epochs") else "–"
         state = r["state"] + (" (time cap)" if r["state"] == "budget" else "")
         per_class = [pct((r.get("iou") or {}).get(c)) for c in classes]
-        lines.append("| " + " | ".join([name, pct(r["miou"]), pct(r["miou_crf"]), pct(r["f"]), pct(r["f_crf"]),
+        seeds = ",".join(str(k) for k in r.get("seeds") or [r.get("seed", 0)])
+        lines.append("| " + " | ".join([name, seeds, miou_cell(r), pct(r["pixel_accuracy"]), pct(r["miou_crf"]),
+                                        pct(r.get("pixel_accuracy_crf")), pct(r["f"]), pct(r["f_crf"]),
                                         duration(r["train_seconds"]), epochs, state] + per_class) + " |")
     return "\n".join(lines)
 
 
 def robustness_table(rows: list[dict[str, Any]], annotations: list[str]) -> str:
     methods = [m for m in ROBUST_METHODS if any(r["method"] == m for r in rows)]
-    cols = ["method"] + [f"{a} mIoU (+CRF)" for a in annotations]
+    cols = ["method"] + [f"{a} mIoU / pixel acc (+CRF mIoU)" for a in annotations]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for m in methods:
         cells = [m]
         for a in annotations:
             r = next((r for r in rows if r["method"] == m and r["annotation"] == a), None)
-            cells.append("not yet run" if r is None or r["miou"] is None else f"{pct(r['miou'])} ({pct(r['miou_crf'])})")
+            cells.append("not yet run" if r is None or r["miou"] is None else
+                         f"{pct(r['miou'])} / {pct(r['pixel_accuracy'])} ({pct(r['miou_crf'])})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -725,6 +809,43 @@ def plan(s: Settings, methods: list[str], annotations: list[str], tables: list[s
     return cells
 
 
+def cell_seeds(s: Settings, table: str, method: str) -> tuple[int, ...]:
+    """Training seeds of one cell: every ``--seeds`` for the main table's :data:`MULTI_SEED_METHODS`, else the first."""
+    return s.seeds if table == "main" and method in MULTI_SEED_METHODS else s.seeds[:1]
+
+
+def cell_dir(runs: Path, method: str, annotation: str, seed: int) -> Path:
+    """``runs/<method>@<annotation>`` (seed 0) or ``runs/<method>@<annotation>~seed<N>``."""
+    return runs / (f"{method}@{annotation}" + (f"~seed{seed}" if seed != 0 else ""))
+
+
+#: The row fields averaged over a cell's seeds.
+MEAN_FIELDS = ("miou", "pixel_accuracy", "f", "miou_crf", "pixel_accuracy_crf", "f_crf", "train_seconds", "wall_seconds",
+               "pseudo_miou_train")
+
+
+def combine_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from the rows of a cell's seeds: means of :data:`MEAN_FIELDS` and of the per-class IoU over the
+    finished seeds, ``seed_miou`` (each seed's mIoU) and ``spread`` (max − min mIoU; None with one seed)."""
+    if len(rows) == 1:
+        return dict(rows[0], seeds=[rows[0]["seed"]], seed_miou=[rows[0]["miou"]], spread=None)
+    done = [r for r in rows if r["miou"] is not None]
+    out = dict(rows[0])
+    out["seeds"] = [r["seed"] for r in rows]
+    out["seed_miou"] = [r["miou"] for r in rows]
+    out["state"] = rows[0]["state"] if all(r["state"] == rows[0]["state"] for r in rows) else \
+        "/".join(r["state"] for r in rows)
+    for key in MEAN_FIELDS:
+        values = [r[key] for r in done if r.get(key) is not None]
+        out[key] = sum(values) / len(values) if values else None
+    for key in ("iou", "iou_crf"):
+        dicts = [r[key] for r in done if r.get(key)]
+        out[key] = {c: (sum(d[c] for d in dicts if d.get(c) is not None) / max(1, sum(d.get(c) is not None for d in dicts))
+                        if any(d.get(c) is not None for d in dicts) else None) for c in dicts[0]} if dicts else None
+    out["spread"] = (max(r["miou"] for r in done) - min(r["miou"] for r in done)) if len(done) > 1 else None
+    return out
+
+
 def tuned_overrides(s: Settings) -> dict[str, dict[str, Any]]:
     path = s.out / "search.json"
     if not path.exists():
@@ -747,17 +868,20 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
 
     for table, method, annotation in cells:
         over = overrides.get(method) if method in overrides else None
-        if report_only:  # tables from the finished cells only; nothing is trained or evaluated
-            run_dir = runs / f"{method}@{annotation}"
-            cell = run_dir / "cell.json"
-            record = read_json(cell) if cell.exists() else {"method": method, "annotation": annotation,
-                                                             "run_dir": str(run_dir), "state": "not yet run"}
-            rows[table].append(summarize(record))
-            continue
-        record = run_cell(s, data, method, annotation, runs, overrides=over)
-        if Path(record["run_dir"]).exists():
-            write_json(Path(record["run_dir"]) / "cell.json", record)
-        rows[table].append(summarize(record))
+        per_seed = []
+        for seed in cell_seeds(s, table, method):
+            run_dir = cell_dir(runs, method, annotation, seed)
+            if report_only:  # tables from the finished cells only; nothing is trained or evaluated
+                cell = run_dir / "cell.json"
+                record = read_json(cell) if cell.exists() else {"method": method, "annotation": annotation,
+                                                                 "run_dir": str(run_dir), "state": "not yet run"}
+            else:
+                record = run_cell(dataclasses.replace(s, seed=seed), data, method, annotation, runs, overrides=over,
+                                  run_dir=run_dir)
+                if Path(record["run_dir"]).exists():
+                    write_json(Path(record["run_dir"]) / "cell.json", record)
+            per_seed.append(dict(summarize(record), seed=seed))
+        rows[table].append(combine_seeds(per_seed))
     wall = time.perf_counter() - t0
     info = machine()
     robust_rows = rows["robustness"] + [r for r in rows["main"] if r["method"] in ROBUST_METHODS]
@@ -916,17 +1040,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tables", default="main,robustness", help="main, robustness or both (default)")
     ap.add_argument("--budget-minutes", type=float, help="cap on the training time of one run (cpu: 20, cuda: 60)")
     ap.add_argument("--epochs", type=int)
-    ap.add_argument("--lr", type=float, help="backbone lr, head ×10 (cpu/quick: 0.02, the demo's lr for a randomly "
-                    "initialised backbone; cuda: 0.007, the rloss code's; the paper's 0.0007 assumes ImageNet weights)")
+    ap.add_argument("--lr", type=float, help=f"backbone lr, head ×10 (cpu/quick: {CPU_LR:.3g}, cuda: {CUDA_LR:.3g}; "
+                    "see PRESETS for their derivation)")
     ap.add_argument("--crop-size", type=int)
-    ap.add_argument("--backbone", help="mobilenet_v2, resnet50, resnet101")
+    ap.add_argument("--backbone", help="efficientnet_lite0 (cpu/cuda default), mobilenet_v2, resnet50, resnet101")
     ap.add_argument("--width-mult", type=float, help="MobileNetV2 width multiplier")
     ap.add_argument("--head-channels", type=int)
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--solver-steps", type=int, help="self-labeling / solve steps (default: the solver's 200; --quick 5)")
     ap.add_argument("--limit-train", type=int, help="use the first N train images only")
     ap.add_argument("--limit-val", type=int, help="use the first N val images only")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", help="comma-separated training seeds of the main table's "
+                    f"{', '.join(MULTI_SEED_METHODS)} (the other cells use the first; default 0,1, --quick 0)")
+    ap.add_argument("--annotation-seed", type=int, default=0, help="seed of the generated annotations (default 0)")
+    ap.add_argument("--weights", help="backbone weights: packaged (EfficientNet-Lite0's ImageNet weights, the cpu/cuda "
+                    "default), imagenet (torchvision, needs a network), none (random init) or a file")
+    ap.add_argument("--threads", type=int, help="torch threads per run (cpu budget: 1; two invocations on disjoint "
+                    "--methods then fill a 2-core machine)")
     ap.add_argument("--workers", type=int, default=1, help="processes for prepare / predict / eval (default 1)")
     ap.add_argument("--crf-bi-sxy", type=float, default=CRF_BI_SXY, help="eval CRF bilateral sxy (default 50, docs/metrics.md)")
     ap.add_argument("--crf-bi-compat", type=float, default=CRF_BI_COMPAT, help="eval CRF bilateral compat (default 5)")
@@ -963,6 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.manual_seed(s.seed)
+    if s.threads:
+        torch.set_num_threads(s.threads)
     if args.search:
         if args.report_only:
             search_report(s, args.search_grid, args.update_doc)

@@ -53,7 +53,8 @@ def test_quick_tables_then_skip_finished(script, demo_root, tmp_path, capsys):
     assert result["schedule"]["crop_size"] == 32 and result["units"] == "fractions in [0, 1]"
     md = (out / "results.md").read_text()
     for r in result["main"]:
-        assert f"| {r['method']} | {100 * r['miou']:.1f} | {100 * r['miou_crf']:.1f} |" in md
+        assert (f"| {r['method']} | 0 | {100 * r['miou']:.1f} | {100 * r['pixel_accuracy']:.1f} | "
+                f"{100 * r['miou_crf']:.1f} |") in md
     assert "crop 32, batch 2, 1 epochs" in md
     # every run keeps its checkpoint and configuration
     for m in ("pce", "collision"):
@@ -211,3 +212,34 @@ def test_a_run_trained_under_other_loss_defaults_is_not_reused(script, tmp_path)
     (run / "train" / "config.json").write_text(json.dumps({"loss": {**script.resolved_loss(cfg), "warmup_epochs": 3}}))
     with pytest.raises(SystemExit, match="warmup_epochs 3 → 6"):
         script.stale_defaults(run, cfg)
+
+
+def test_seeds_combine_into_mean_and_range(script):
+    """Cells of several seeds: one run folder per seed, one row with the means and the mIoU range."""
+    runs = Path("runs")
+    assert script.cell_dir(runs, "pce", "clicks", 0) == runs / "pce@clicks"
+    assert script.cell_dir(runs, "pce", "clicks", 1) == runs / "pce@clicks~seed1"
+    rows = [{"method": "pce", "annotation": "scribbles", "state": "done", "seed": k, "miou": m, "pixel_accuracy": a,
+             "f": 0.5, "miou_crf": m + 0.01, "pixel_accuracy_crf": a, "f_crf": 0.5, "train_seconds": 60.0 * (k + 1),
+             "wall_seconds": 70.0, "iou": {"road": m, "sky": None if k else 0.9}, "iou_crf": None}
+            for k, m, a in ((0, 0.40, 0.80), (1, 0.46, 0.84))]
+    row = script.combine_seeds(rows)
+    assert row["seeds"] == [0, 1] and row["seed_miou"] == [0.40, 0.46]
+    assert math.isclose(row["miou"], 0.43) and math.isclose(row["pixel_accuracy"], 0.82)
+    assert math.isclose(row["spread"], 0.06) and math.isclose(row["train_seconds"], 90.0)
+    assert math.isclose(row["iou"]["road"], 0.43) and math.isclose(row["iou"]["sky"], 0.9)
+    assert script.miou_cell(row) == "43.0 (40.0–46.0)"
+    single = script.combine_seeds(rows[:1])
+    assert single["spread"] is None and script.miou_cell(single) == "40.0"
+
+
+def test_quick_urss_phases(script, demo_root, tmp_path, capsys):
+    """The URSS rows: phase 2 starts from the phase-1 run of the same seed; the superpixels are made once."""
+    out = tmp_path / "out"
+    _run(script, capsys, demo_root, out, "--quick", "--methods", "urss-2,urss-1")
+    rows = json.loads((out / "results.json").read_text())["main"]
+    assert [r["method"] for r in rows] == ["urss-2", "urss-1"] and all(r["state"] == "done" for r in rows)
+    assert (out / "superpixels.h5").exists()
+    phase2 = json.loads((out / "runs" / "urss-2@scribbles" / "train" / "config.json").read_text())
+    runs = [Path(i["path"]) for i in phase2["inputs"] if i.get("kind") == "run"]
+    assert phase2["loss"]["phase"] == 2 and runs == [out / "runs" / "urss-1@scribbles" / "train"]
