@@ -96,7 +96,7 @@ TABLES = ("main", "robustness")
 #: Budgets (second edition). ``cpu``: one run in ≤ 15 min of CPU time on one thread of the 2-core CI-class
 #: machine (two runs side by side fill it): EfficientNet-Lite0 with its packaged ImageNet weights
 #: (``--weights packaged``, the ``wsss train`` default), a light DeepLabV3+ head (64 channels), 10 epochs of
-#: 8 × 160² crops (460 iterations on CamVid's 367 frames); ``cuda``: one GPU, a larger budget;
+#: 8 × 128² crops (460 iterations on CamVid's 367 frames; ≈ 3.5 min of CPU time for pce); ``cuda``: one GPU, a larger budget;
 #: ``quick``: a smoke test (seconds per run, random init), never a result.
 #: lr of the cpu and quick budgets: the demo search's 0.02 under the earlier shared-Z loss normalization,
 #: converted to pCE as a mean over the seed pixels at that run's counts (× 972.92 seeds / 31549.36 valid
@@ -107,7 +107,7 @@ CPU_LR = DEMO_TUNING.lr(0.02)
 #: more): 0.007 / 12 = 5.8e-4 (docs/methods.md §3.3).
 CUDA_LR = LR_RL / N_RL
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(backbone="efficientnet_lite0", weights="packaged", width_mult=1.0, head_channels=64, crop_size=160,
+    "cpu": dict(backbone="efficientnet_lite0", weights="packaged", width_mult=1.0, head_channels=64, crop_size=128,
                 batch_size=8, epochs=10, lr=CPU_LR, budget_minutes=15.0, solver_steps=10, threads=1,
                 limit_train=None, limit_val=None),
     "cuda": dict(backbone="efficientnet_lite0", weights="packaged", width_mult=1.0, head_channels=256, crop_size=240,
