@@ -47,7 +47,7 @@ from wsss.cam.losses import (DEFAULT_NUM_SAMPLES, FSL_GATES, FSL_MU, FSL_SIGMA, 
                              default_isl_weight, feature_similarity_loss, fsl_gate, fsl_image, gap_loss, isl_loss)
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
-from wsss.models.backbones import DEFAULT_WEIGHTS
+from wsss.models.backbones import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from wsss.parallel import DistributedContext
 from wsss.training.task import TrainingTask
 from wsss.validation import check_allocation, check_numbers
@@ -67,8 +67,10 @@ class CamTrainConfig:
     data: str | None = None           # default: the dataset recorded in the tags artifact
     layout: str = "auto"
     split: str | None = None
-    # model (docs/methods.md §6: torchvision ResNet in place of SEAM's ResNet-38, output stride 8)
-    backbone: str = "resnet50"
+    # model (docs/methods.md §6): the toolkit's default backbone, EfficientNet-Lite0 with its packaged ImageNet
+    # weights (the one pretrained backbone offline; a CAM needs pretrained features); the papers' torchvision
+    # ResNet-50 / -101 in place of SEAM's ResNet-38 with --backbone resnet50 --weights imagenet. Output stride 8.
+    backbone: str = DEFAULT_BACKBONE
     output_stride: int = 8
     width_mult: float = 1.0
     weights: str | None = DEFAULT_WEIGHTS  # packaged | imagenet | none | PATH (wsss.models.load_backbone_weights)
