@@ -20,7 +20,10 @@ from wsss_cli.train import LOSS_FLAG_HELP, _param, loss_flags, loss_options
 SAMPLE = {"lam": 0.25, "eta": 0.5, "relaxation": "bilinear", "ce": "reverse", "neighbourhood": "nn8", "bandwidth": 3.0,
           "solver_steps": 3, "solver_lr": 0.5, "solver_optimizer": "adam", "solver_option": ["momentum=0.5"],
           "crf_option": ["sigma_rgb=10"], "hard": True, "urss_phase": 2, "omega1": 2.0, "omega2": 10.0, "gamma": 0.5,
-          "urss_softmax": "rows", "urss_transform": "flip", "boundary_width": 2, "walk": "paper"}
+          "urss_softmax": "rows", "urss_transform": "flip", "boundary_width": 2, "walk": "paper",
+          "spml_annotation": "points", "spml_weights": "paper", "w_img": 0.2, "w_ann": 0.7, "w_occ": 0.4, "w_aff": 0.3,
+          "kappa_img": 10.0, "kappa_ann": 5.0, "kappa_occ": 9.0, "kappa_aff": 7.0, "embedding_dim": 16,
+          "kmeans_grid": 4, "kmeans_iterations": 3, "memory_batches": 1}
 #: where each sample value shows in the loss's resolved options (``loss.options()``)
 RESOLVED = {"solver_option": ("momentum", 0.5), "crf_option": ("sigma_rgb", 10)}
 

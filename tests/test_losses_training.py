@@ -190,7 +190,7 @@ def test_every_loss_trains(name, options):
 
 
 def test_registry_covers_the_cli_names():
-    assert set(LOSS_NAMES) == {"pce", "full", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "pseudo", "urss"}
+    assert set(LOSS_NAMES) == {"pce", "full", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "pseudo", "urss", "spml"}
     from wsss.errors import UserError
 
     with pytest.raises(UserError, match="not an option"):

@@ -25,7 +25,9 @@ LOSS_HELP = (
     "with the bilateral filter. collision: soft self-labeling (solver per batch, then pCE + η·CE(y,σ)); --hard for "
     "hard self-labeling. pseudo: CE on a pseudolabels artifact (soft; --hard for its label map). "
     "urss: the URSS random-walk network, pCE + ω₁·entropy off superpixel boundaries (phase 1), + ω₂·eigenspace "
-    "self-supervision (--urss-phase 2 --init-from PHASE1_RUN)."
+    "self-supervision (--urss-phase 2 --init-from PHASE1_RUN). "
+    "spml: the SPML pixel-embedding network, pixel-to-segment contrastive relations img/ann/occ(/aff) on k-means "
+    "segments × superpixels × seeds (--superpixels), plus its initial classifier."
 )
 
 #: what each loss flag means in general; which losses take it, and their defaults, come from the losses'
@@ -53,6 +55,20 @@ LOSS_FLAG_HELP = {
     "--urss-transform": "Second view of the URSS eigenspace term",
     "--boundary-width": "URSS pseudo-boundary width",
     "--walk": "Form of the URSS random walk",
+    "--spml-annotation": "Annotation type of the SPML seeds",
+    "--spml-weights": "Source of the SPML relation weights",
+    "--w-img": "Weight of the SPML low-level image similarity relation (mean of per-image means)",
+    "--w-ann": "Weight of the SPML semantic annotation relation and the classifier CE (means over labelled pixels)",
+    "--w-occ": "Weight of the SPML semantic co-occurrence relation (mean over the pixels of tagged images)",
+    "--w-aff": "Weight of the SPML feature affinity relation (mean over valid pixels)",
+    "--kappa-img": "Concentration of the SPML img relation",
+    "--kappa-ann": "Concentration of the SPML ann relation",
+    "--kappa-occ": "Concentration of the SPML occ relation",
+    "--kappa-aff": "Concentration of the SPML aff relation",
+    "--embedding-dim": "SPML embedding dimension",
+    "--kmeans-grid": "SPML k-means grid side",
+    "--kmeans-iterations": "SPML k-means iterations",
+    "--memory-batches": "SPML memory bank size in batches",
 }
 
 
@@ -193,7 +209,21 @@ def register(app: typer.Typer) -> None:
         urss_transform: Optional[str] = typer.Option(None, "--urss-transform", help=loss_flag_help("--urss-transform")),
         boundary_width: Optional[int] = typer.Option(None, "--boundary-width", help=loss_flag_help("--boundary-width")),
         walk: Optional[str] = typer.Option(None, "--walk", help=loss_flag_help("--walk")),
-        superpixels: Optional[Path] = typer.Option(None, "--superpixels", help="urss: superpixels artifact (wsss superpixels) whose segment boundaries are the pseudo-boundaries excluded from the entropy."),
+        spml_annotation: Optional[str] = typer.Option(None, "--spml-annotation", help=loss_flag_help("--spml-annotation")),
+        spml_weights: Optional[str] = typer.Option(None, "--spml-weights", help=loss_flag_help("--spml-weights")),
+        w_img: Optional[float] = typer.Option(None, "--w-img", help=loss_flag_help("--w-img")),
+        w_ann: Optional[float] = typer.Option(None, "--w-ann", help=loss_flag_help("--w-ann")),
+        w_occ: Optional[float] = typer.Option(None, "--w-occ", help=loss_flag_help("--w-occ")),
+        w_aff: Optional[float] = typer.Option(None, "--w-aff", help=loss_flag_help("--w-aff")),
+        kappa_img: Optional[float] = typer.Option(None, "--kappa-img", help=loss_flag_help("--kappa-img")),
+        kappa_ann: Optional[float] = typer.Option(None, "--kappa-ann", help=loss_flag_help("--kappa-ann")),
+        kappa_occ: Optional[float] = typer.Option(None, "--kappa-occ", help=loss_flag_help("--kappa-occ")),
+        kappa_aff: Optional[float] = typer.Option(None, "--kappa-aff", help=loss_flag_help("--kappa-aff")),
+        embedding_dim: Optional[int] = typer.Option(None, "--embedding-dim", help=loss_flag_help("--embedding-dim")),
+        kmeans_grid: Optional[int] = typer.Option(None, "--kmeans-grid", help=loss_flag_help("--kmeans-grid")),
+        kmeans_iterations: Optional[int] = typer.Option(None, "--kmeans-iterations", help=loss_flag_help("--kmeans-iterations")),
+        memory_batches: Optional[int] = typer.Option(None, "--memory-batches", help=loss_flag_help("--memory-batches")),
+        superpixels: Optional[Path] = typer.Option(None, "--superpixels", help="urss: superpixels artifact (wsss superpixels) whose segment boundaries are the pseudo-boundaries excluded from the entropy; spml: the one whose segments are the low-level regions (a stand-in for the HED-owt-ucm regions of Ke et al. 2021)."),
         init_from: Optional[Path] = typer.Option(None, "--init-from", help="urss phase 2: the phase-1 run (directory or .pt) whose weights start this run; same --backbone, --walk and classes."),
         lr_policy: str = typer.Option("poly", "--lr-policy", help="poly: lr·(1−t/T)^--lr-power; constant: lr throughout (the URSS code builds a poly schedule but never steps it: constant 1e-3, then 1e-4 in phase 2)."),
         # run
@@ -214,9 +244,15 @@ def register(app: typer.Typer) -> None:
                             bandwidth=bandwidth, solver_steps=solver_steps, solver_lr=solver_lr,
                             solver_optimizer=solver_optimizer, solver_option=solver_option, crf_option=crf_option, hard=hard,
                             urss_phase=urss_phase, omega1=omega1, omega2=omega2, gamma=gamma, urss_softmax=urss_softmax,
-                            urss_transform=urss_transform, boundary_width=boundary_width, walk=walk)
-        if loss != "urss" and (superpixels or init_from):
-            raise UserError(f"--superpixels/--init-from: does not apply to --loss {loss}. Remove it.")
+                            urss_transform=urss_transform, boundary_width=boundary_width, walk=walk,
+                            spml_annotation=spml_annotation, spml_weights=spml_weights, w_img=w_img, w_ann=w_ann,
+                            w_occ=w_occ, w_aff=w_aff, kappa_img=kappa_img, kappa_ann=kappa_ann, kappa_occ=kappa_occ,
+                            kappa_aff=kappa_aff, embedding_dim=embedding_dim, kmeans_grid=kmeans_grid,
+                            kmeans_iterations=kmeans_iterations, memory_batches=memory_batches)
+        if loss not in ("urss", "spml") and superpixels:
+            raise UserError(f"--superpixels: does not apply to --loss {loss}. Remove it.")
+        if loss != "urss" and init_from:
+            raise UserError(f"--init-from: does not apply to --loss {loss}. Remove it.")
         if lr_policy not in ("poly", "constant"):
             raise UserError(f"--lr-policy {lr_policy}: choose poly or constant.")
         if lr_policy == "constant":

@@ -16,6 +16,7 @@ separately. Reductions (a weight means the same at any annotation density):
 | ``collision``| seeds        | ``pce`` + ``sl`` = η_net · mean_{V∖S} CE(y, σ), y from the solver (sums)     | Zhang & Boykov (8) |
 | ``pseudo``  | pseudolabels  | ``ce`` = mean_V H(y, σ) (soft) or mean over labelled pixels (``hard``)       | |
 | ``urss``    | seeds         | ``pce`` + ``entropy`` = ω₁ · mean_{V∖B} H(σ) (+ ``ss`` = ω₂ · eigenspace, mean over images) | URSS code |
+| ``spml``    | seeds         | ``img`` (mean of per-image means), ``ann`` + ``cls`` (means over labelled pixels), ``occ`` (mean over pixels of tagged images), weighted per relation | SPML code |
 
 Defaults tuned under the earlier shared-Z rule are converted at their tuning runs' counts
 (:mod:`wsss.losses.conversion`).
@@ -409,11 +410,12 @@ def solver_config(options: dict[str, Any], training: bool = False) -> Any:
     return config
 
 
+from wsss.losses.spml import SPMLLoss  # noqa: E402  (subclasses TrainingLoss, defined above)
 from wsss.losses.urss import URSSLoss  # noqa: E402  (subclasses TrainingLoss, defined above)
 
 #: every loss of ``wsss train --loss``, by name (the order of ``--help``)
 LOSSES: dict[str, type[TrainingLoss]] = {cls.name: cls for cls in (
-    PartialCE, FullCE, GridCRFLoss, DenseCRFLoss, NCutLoss, KernelCutLoss, SelfLabelingLoss, PseudoCE, URSSLoss)}
+    PartialCE, FullCE, GridCRFLoss, DenseCRFLoss, NCutLoss, KernelCutLoss, SelfLabelingLoss, PseudoCE, URSSLoss, SPMLLoss)}
 #: --loss names
 LOSS_NAMES = tuple(LOSSES)
 

@@ -115,6 +115,7 @@ def augment(
     config: AugmentConfig,
     rng: np.random.Generator,
     boundary: np.ndarray | None = None,
+    regions: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Scale, flip, crop with padding (see the module docstring).
 
@@ -125,18 +126,21 @@ def augment(
         config: augmentation settings.
         rng: generator for this sample.
         boundary: H×W bool pseudo-boundary map (URSS) or None; transformed like the labels (nearest).
+        regions: H×W integer region ids (superpixels, SPML; below 2²⁴) or None; transformed like the labels.
 
     Returns:
         dict with ``image`` 3×c×c float32, ``labels`` c×c int64, ``valid`` c×c bool, ``probs``
-        K×c×c float32 and ``boundary`` c×c bool (padding: True) when given.
+        K×c×c float32, ``boundary`` c×c bool (padding: True) and ``regions`` c×c int64 (padding: -1)
+        when given.
     """
     h, w = labels.shape
     scale = float(rng.uniform(config.scale_min, config.scale_max))
     flip = bool(config.flip and rng.random() < 0.5)
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     lab = torch.from_numpy(np.ascontiguousarray(labels))[None, None].float()
-    if boundary is not None:  # a second nearest-neighbour channel of the label map
-        lab = torch.cat([lab, torch.from_numpy(np.ascontiguousarray(boundary))[None, None].float()], dim=1)
+    extra = [m for m in (boundary, regions) if m is not None]  # more nearest-neighbour channels of the label map
+    if extra:
+        lab = torch.cat([lab] + [torch.from_numpy(np.ascontiguousarray(m).astype(np.float32))[None, None] for m in extra], dim=1)
     prb = torch.from_numpy(np.ascontiguousarray(probs))[None] if probs is not None else None
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     channels = 3 + 1 + (probs.shape[0] if probs is not None else 0)
@@ -168,6 +172,10 @@ def augment(
         out_b = torch.ones(c, c, dtype=torch.bool)
         out_b[dy:dy + hh, dx:dx + ww] = lab[0, 1, sy:sy + hh, sx:sx + ww] > 0.5
         sample["boundary"] = out_b
+    if regions is not None:
+        out_r = torch.full((c, c), -1, dtype=torch.int64)
+        out_r[dy:dy + hh, dx:dx + ww] = lab[0, -1, sy:sy + hh, sx:sx + ww].round().long()
+        sample["regions"] = out_r
     if prb is not None:
         out_p = torch.zeros(prb.shape[1], c, c)
         out_p[:, dy:dy + hh, dx:dx + ww] = prb[0, :, sy:sy + hh, sx:sx + ww]

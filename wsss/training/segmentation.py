@@ -51,7 +51,7 @@ class TrainConfig:
     loss_options: dict[str, Any] = field(default_factory=dict)
     seeds: str | None = None
     pseudolabels: str | None = None
-    superpixels: str | None = None  # --loss urss: superpixels artifact (pseudo-boundaries)
+    superpixels: str | None = None  # --loss urss / spml: superpixels artifact (pseudo-boundaries / regions)
     init_from: str | None = None  # --loss urss phase 2: the phase-1 run whose weights start this run
     data: str | None = None
     layout: str = "auto"
@@ -236,6 +236,10 @@ def train(cfg: TrainConfig, on_step: StepHook | None = None, on_epoch_end: Epoch
         from wsss.training.urss import URSSTask
 
         task: SegmentationTask = URSSTask(cfg)
+    elif cfg.loss == "spml":
+        from wsss.training.spml import SPMLTask
+
+        task = SPMLTask(cfg)
     else:
         task = SegmentationTask(cfg)
     return run_task(task, cfg, on_step=on_step, on_epoch_end=on_epoch_end)

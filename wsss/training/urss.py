@@ -29,9 +29,10 @@ from wsss.losses.urss import GridTransform
 from wsss.losses.urss_defaults import TRANSLATION_SHIFT_465
 from wsss.models import ModelConfig, empty_model
 from wsss.parallel import DistributedContext
-from wsss.training.data import AugmentConfig, TrainSet, augment
+from wsss.training.data import AugmentConfig, TrainSet
 from wsss.training.run import load_checkpoint
 from wsss.training.segmentation import SegmentationTask, TrainConfig
+from wsss.training.superpixel_data import SuperpixelTrainSet, open_superpixels
 
 
 def translation_shift(crop: int) -> int:
@@ -40,30 +41,12 @@ def translation_shift(crop: int) -> int:
     return max(8, 8 * int(round(crop * TRANSLATION_SHIFT_465 / 465 / 8)))
 
 
-class BoundaryTrainSet(TrainSet):
-    """:class:`TrainSet` whose samples also carry ``boundary`` (c×c bool; True = excluded from the entropy)."""
+class BoundaryTrainSet(SuperpixelTrainSet):
+    """:class:`~wsss.training.superpixel_data.SuperpixelTrainSet` whose samples carry ``boundary`` (c×c bool;
+    True = excluded from the entropy)."""
 
     def __init__(self, dataset, targets, augment_config: AugmentConfig, seed: int, superpixels: Artifact, width: int):
-        super().__init__(dataset, targets, augment_config, seed)
-        self.superpixels = superpixels
-        self.width = int(width)
-
-    def __getitem__(self, key):
-        from wsss.stages.superpixels import superpixel_boundaries
-
-        epoch, index = key if isinstance(key, tuple) else (0, key)
-        image_id = self.ids[index]
-        image = self.dataset.load_image(image_id)
-        labels, probs = self.targets.load(image_id, image.shape[:2])
-        segments = self.superpixels.read(image_id, "segments")
-        if segments.shape != image.shape[:2]:
-            raise UserError(f"{self.superpixels.path}: image '{image_id}' has a {segments.shape} segment map but the "
-                            f"image is {image.shape[:2]}. Recompute it with wsss superpixels on this dataset.")
-        boundary = superpixel_boundaries(segments, self.width)
-        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
-        sample = augment(image, labels, probs, self.config, rng, boundary=boundary)
-        sample["index"] = torch.tensor(index, dtype=torch.int64)
-        return sample
+        super().__init__(dataset, targets, augment_config, seed, superpixels, boundary_width=width)
 
 
 def draw_transform(seed: int, step: int) -> tuple[str, bool]:
@@ -78,14 +61,7 @@ class URSSTask(SegmentationTask):
     def setup(self, ctx: DistributedContext) -> None:
         super().setup(ctx)
         cfg, loss = self.cfg, self.loss
-        if cfg.superpixels is None:
-            raise UserError("--loss urss: needs the pseudo-boundaries. Pass --superpixels SUPERPIXELS.h5 (from wsss superpixels).")
-        self.superpixels = Artifact(cfg.superpixels, "superpixels")
-        have = set(self.superpixels.ids)
-        missing = [i for i in self.targets.ids if i not in have]
-        if missing:
-            raise UserError(f"{cfg.superpixels}: has no segments for {len(missing)} training images (e.g. {missing[0]}). "
-                            "Run wsss superpixels on the dataset of the seeds.")
+        self.superpixels = open_superpixels(cfg.superpixels, self.targets.ids, "urss", "the pseudo-boundaries")
         self.inputs = list(self.inputs) + [self.superpixels.provenance()]
         self.model_config = ModelConfig(num_classes=self.dataset.num_classes, backbone=cfg.backbone, output_stride=8,
                                         width_mult=cfg.width_mult, head_channels=cfg.head_channels, head="urss",
