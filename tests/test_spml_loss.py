@@ -1,0 +1,257 @@
+"""The SPML loss (wsss.losses.spml): eq. (3) with the own-segment exclusion and its fallback against a
+brute-force loop over pixels and segments; each relation's positive / negative sets on a constructed batch
+(co-occurrence from seed-map tags, an image without foreground tags skipped); the memory bank (previous two
+batches, detached, no gradient into them)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsss.constants import IGNORE_INDEX
+from wsss.losses.registry import make_loss
+from wsss.losses.spml import (affinity_term, annotation_term, contrastive_losses, cooccurrence_term, image_tags,
+                              image_similarity_term, nearest_resize)
+from wsss.spml import kmeans_features, segment_prototypes, segments
+from wsss.spml.memory import SegmentMemory
+
+BG = 0
+
+
+def _reference_loss(f, protos, own, positive, negative, kappa):
+    """Plain loop: eq. (3) for one pixel; C⁺ = positives but own, or {own} if none; C⁻ = negatives but own."""
+    plus = [s for s in range(len(protos)) if positive[s] and s != own] or [own]
+    minus = [s for s in range(len(protos)) if negative[s] and s != own]
+    score = [math.exp(kappa * float(np.dot(protos[s], f))) for s in range(len(protos))]
+    return -math.log(sum(score[s] for s in plus) / sum(score[s] for s in set(plus) | set(minus)))
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_contrastive_losses_against_a_brute_force_loop_with_own_exclusion_and_fallback():
+    rng = np.random.default_rng(0)
+    n, s, d = 12, 7, 5
+    f, protos = _unit(rng.normal(size=(n, d))), _unit(rng.normal(size=(s, d)))
+    own = rng.integers(0, s, n)
+    positive = rng.random((n, s)) < 0.4
+    negative = ~positive
+    positive[0] = False  # no positive at all: fallback to the own segment
+    positive[1] = False
+    positive[1, own[1]] = True  # only the own segment: fallback as well
+    negative[2, own[2]] = True  # own marked negative: still not counted among the negatives
+    got = contrastive_losses(torch.tensor(f), torch.tensor(protos), torch.tensor(own), torch.tensor(positive),
+                             torch.tensor(negative), 6.0)
+    want = [_reference_loss(f[i], protos, own[i], positive[i], negative[i], 6.0) for i in range(n)]
+    assert np.allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    # the fallback is SegSort's −ln p(z_i | i) over the own segment and the negatives
+    logits = 6.0 * protos @ f[0]
+    keep = [t for t in range(s) if t == own[0] or negative[0, t]]
+    assert math.isclose(got[0].item(), -(logits[own[0]] - np.log(np.exp(logits[keep]).sum())), rel_tol=1e-10)
+    # with another positive the own segment leaves the numerator and the denominator
+    i = next(i for i in range(3, n) if positive[i].sum() - positive[i, own[i]] >= 1)
+    others = [t for t in range(s) if positive[i, t] and t != own[i]]
+    assert own[i] not in others
+
+
+def _batch():
+    """3 images of 4×5 at stride 4: hand-made clusters, regions, seeds; image 2 has only background seeds,
+    one padded column in image 1."""
+    rng = np.random.default_rng(1)
+    b, d, h, w = 3, 4, 4, 5
+    e = F.normalize(torch.tensor(rng.normal(size=(b, d, h, w))), dim=1)
+    cluster = torch.tensor(rng.integers(0, 3, (b, h, w)))
+    region = torch.tensor(rng.integers(0, 2, (b, h, w)))
+    labels = torch.full((b, h, w), IGNORE_INDEX, dtype=torch.int64)
+    labels[0, 0, :3] = 1
+    labels[0, 3, 1:4] = BG
+    labels[1, 1, :2] = 2
+    labels[1, 2, 2:4] = 1
+    labels[2, 0, 0:2] = BG
+    valid = torch.ones(b, h, w, dtype=torch.bool)
+    valid[1, :, 4] = False
+    cluster = cluster.masked_fill(~valid, -1)
+    segs = segments(cluster, region, labels.masked_fill(~valid, IGNORE_INDEX))
+    return e, segs, labels, valid
+
+
+def _pixels(segs):
+    """(image, row, col, own segment) of every valid pixel."""
+    ids = segs.ids.numpy()
+    return [(b, r, c, ids[b, r, c]) for b in range(ids.shape[0]) for r in range(ids.shape[1])
+            for c in range(ids.shape[2]) if ids[b, r, c] >= 0]
+
+
+def _segment_attrs(segs):
+    return (segs.image.numpy(), segs.region.numpy(), segs.label.numpy())
+
+
+def test_img_relation_positives_are_the_segments_of_the_pixels_region_in_its_image():
+    e, segs, _, _ = _batch()
+    v = kmeans_features(e)
+    protos = segment_prototypes(v, segs).numpy()
+    img, reg, _ = _segment_attrs(segs)
+    per_image: dict[int, list[float]] = {}
+    for b, r, c, own in _pixels(segs):
+        mine = img == b  # only the segments of i's image take part
+        pos = mine & (reg == reg[own])
+        neg = mine & (reg != reg[own])
+        per_image.setdefault(b, []).append(_reference_loss(v[b, :, r, c].numpy(), protos, own, pos, neg, 16.0))
+    term = image_similarity_term(v, segs, 16.0, weight=0.1)
+    assert term.count.item() == 3
+    assert math.isclose(term.total.item(), 0.1 * sum(np.mean(x) for x in per_image.values()), rel_tol=1e-9)
+
+
+def _bank(d, k, rng):
+    protos = F.normalize(torch.tensor(rng.normal(size=(6, d))), dim=1)
+    labels = torch.tensor([1, IGNORE_INDEX, 2, BG, IGNORE_INDEX, 3])
+    tags = torch.zeros(6, k, dtype=torch.bool)
+    tags[0, 1] = tags[2, 2] = tags[3, 3] = tags[5, 3] = True
+    return protos, labels, tags
+
+
+def test_ann_relation_labelled_pixels_against_labelled_batch_and_bank_segments():
+    e, segs, _, _ = _batch()
+    protos = segment_prototypes(e, segs)
+    bank_p, bank_l, _ = _bank(e.shape[1], 4, np.random.default_rng(2))
+    _, _, lab = _segment_attrs(segs)
+    all_p = np.concatenate([protos.numpy(), bank_p.numpy()])
+    all_l = np.concatenate([lab, bank_l.numpy()])
+    want = []
+    for b, r, c, own in _pixels(segs):
+        if lab[own] == IGNORE_INDEX:
+            continue  # unlabelled pixels are not in ann
+        labelled = all_l != IGNORE_INDEX  # unlabelled segments are ignored
+        pos = labelled & (all_l == lab[own])
+        neg = labelled & (all_l != lab[own])
+        want.append(_reference_loss(e[b, :, r, c].numpy(), all_p, own, pos, neg, 6.0))
+    term = annotation_term(e, segs, protos, bank_p, bank_l, 6.0)
+    assert term.count.item() == len(want) == 12
+    assert math.isclose(term.total.item(), sum(want), rel_tol=1e-9)
+
+
+def test_tags_are_the_foreground_classes_of_the_seed_map():
+    _, _, labels, valid = _batch()
+    labels = labels.clone()
+    labels[1, 0, 4] = 3  # on padding: not a tag
+    tags = image_tags(labels, valid, 4, BG)
+    assert tags.tolist() == [[False, True, False, False], [False, True, True, False], [False] * 4]
+    assert image_tags(labels, valid, 4, None)[2].tolist() == [True, False, False, False]
+
+
+def test_occ_relation_from_seed_map_tags_skips_an_image_without_foreground_tags():
+    e, segs, labels, valid = _batch()
+    protos = segment_prototypes(e, segs)
+    tags = image_tags(labels, valid, 4, BG)  # image 0: {1}, image 1: {1, 2}, image 2: {} (background only)
+    bank_p, _, bank_t = _bank(e.shape[1], 4, np.random.default_rng(3))
+    img, _, _ = _segment_attrs(segs)
+    image_tag_sets = [set(np.nonzero(t)[0]) for t in tags.numpy()]
+    seg_tags = [image_tag_sets[i] for i in img] + [set(np.nonzero(t)[0]) for t in bank_t.numpy()]
+    all_p = np.concatenate([protos.numpy(), bank_p.numpy()])
+    want, counted_images = [], set()
+    for b, r, c, own in _pixels(segs):
+        if not image_tag_sets[b]:
+            continue
+        counted_images.add(b)
+        pos = np.array([bool(image_tag_sets[b] & t) for t in seg_tags])
+        want.append(_reference_loss(e[b, :, r, c].numpy(), all_p, own, pos, ~pos, 12.0))
+    term = cooccurrence_term(e, segs, protos, tags, bank_p, bank_t, 12.0, weight=0.5)
+    assert counted_images == {0, 1}
+    assert term.count.item() == len(want) == 20 + 16
+    assert math.isclose(term.total.item(), 0.5 * sum(want), rel_tol=1e-9)
+    # image 0 ({1}) and image 1 ({1, 2}) share a tag: each other's segments are positives; image 2's and the
+    # bank's tagless or other-class segments are negatives
+    assert [bool(image_tag_sets[0] & t) for t in seg_tags[len(img):]] == [True, False, False, False, False, False]
+
+
+def test_aff_relation_propagates_labels_to_the_nearest_labelled_segment():
+    e, segs, _, _ = _batch()
+    protos = segment_prototypes(e, segs)
+    p = protos.numpy()
+    _, _, lab = _segment_attrs(segs)
+    labelled = np.nonzero(lab != IGNORE_INDEX)[0]
+    prop = np.array([lab[s] if lab[s] != IGNORE_INDEX else lab[labelled[np.argmax(p[labelled] @ p[s])]]
+                     for s in range(len(p))])
+    want = [_reference_loss(e[b, :, r, c].numpy(), p, own, prop == prop[own], prop != prop[own], 12.0)
+            for b, r, c, own in _pixels(segs)]
+    term = affinity_term(e, segs, protos, 12.0)
+    assert term.count.item() == len(want)
+    assert math.isclose(term.total.item(), sum(want), rel_tol=1e-9)
+
+
+def test_nearest_resize_takes_the_floor_source_pixel():
+    x = torch.arange(48).reshape(1, 6, 8)
+    assert torch.equal(nearest_resize(x, (3, 4)), x[:, ::2, ::2])
+    assert nearest_resize(x > 20, (3, 4)).dtype == torch.bool
+
+
+def test_memory_bank_holds_the_previous_two_batches_detached():
+    bank = SegmentMemory(2)
+    batches = [(torch.randn(n, 3, requires_grad=True), torch.arange(n), torch.ones(n, 2, dtype=torch.bool))
+               for n in (2, 3, 4)]
+    for protos, labels, tags in batches:
+        bank.push(protos * 1.0, labels, tags)
+    protos, labels, tags = bank.contents(3, 2, "cpu")
+    assert len(bank) == 2 and protos.shape == (7, 3) and not protos.requires_grad
+    assert torch.equal(protos, torch.cat([batches[1][0], batches[2][0]]).detach())
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2, 3]
+    state = bank.state_dict()
+    other = SegmentMemory(2)
+    other.load_state_dict(state)
+    assert torch.equal(other.contents(3, 2, "cpu")[0], protos)
+    assert len(SegmentMemory(0)) == 0
+
+
+def _step_inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(2, 8, 6, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    logits = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.full((2, 24, 24), IGNORE_INDEX, dtype=torch.int64)
+    labels[0, 4, 2:20] = 1  # rows that the nearest resize to 6×6 keeps (0, 4, 8, ...)
+    labels[0, 20, 2:20] = 0
+    labels[1, 8, 4:12] = 2
+    labels[1, 16, :] = 0
+    valid = torch.ones(2, 24, 24, dtype=torch.bool)
+    regions = torch.randint(0, 3, (2, 24, 24), generator=g)
+    return e, logits, labels, valid, regions
+
+
+def test_spml_terms_memory_reaches_the_next_batch_without_gradient():
+    loss = make_loss("spml", {"grid": 2})
+    e1, l1, labels, valid, regions = _step_inputs(0)
+    first = loss.spml_terms(e1, l1, labels, valid, regions, background=0)
+    assert set(first) == {"img", "ann", "cls", "occ"} and len(loss.memory) == 1
+    e2, l2, *_ = _step_inputs(1)
+    second = loss.spml_terms(e2, l2, labels, valid, regions, background=0)
+    sum(t.total for t in second.values()).backward()
+    assert e1.grad is None and e2.grad is not None and e2.grad.abs().sum() > 0
+    assert all(not t.requires_grad for t in loss.memory.contents(8, 3, "cpu"))
+    # the bank changes ann and occ but not img
+    fresh = make_loss("spml", {"grid": 2}).spml_terms(e2.detach(), l2.detach(), labels, valid, regions, background=0)
+    assert math.isclose(fresh["img"].total.item(), second["img"].total.item(), rel_tol=1e-12)
+    assert not math.isclose(fresh["ann"].total.item(), second["ann"].total.item(), rel_tol=1e-6)
+    assert not math.isclose(fresh["occ"].total.item(), second["occ"].total.item(), rel_tol=1e-6)
+    assert len(loss.memory) == 2
+    loss.spml_terms(e2.detach(), l2.detach(), labels, valid, regions, background=0)
+    assert len(loss.memory) == 2
+
+
+def test_weights_per_annotation_type_code_and_paper():
+    assert make_loss("spml", {}).relation_weights == (0.1, 1.0, 0.5, 0.0)
+    points = make_loss("spml", {"annotation": "points"})
+    assert points.relation_weights == (0.1, 0.1, 0.1, 0.0) and points.kappa_occ == 8.0
+    assert make_loss("spml", {"annotation": "points", "weights": "paper"}).relation_weights == (1.0, 1.0, 1.0, 0.0)
+    assert make_loss("spml", {"annotation": "tags", "w_img": 0.5}).relation_weights == (0.5, 0.3, 0.3, 0.0)
+    terms = make_loss("spml", {"grid": 2, "w_aff": 0.5, "w_occ": 0.0}).spml_terms(*_step_inputs(2), background=0)
+    assert set(terms) == {"img", "ann", "cls", "aff"}
+    from wsss.errors import UserError
+
+    with pytest.raises(UserError, match="--spml-annotation"):
+        make_loss("spml", {"annotation": "masks"})
+    with pytest.raises(UserError, match="--kappa-img"):
+        make_loss("spml", {"kappa_img": 0})
