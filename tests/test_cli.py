@@ -21,7 +21,8 @@ def test_help_lists_every_registered_stage():
     assert result.exit_code == 0
     for name in COMMAND_MODULES:
         importlib.import_module(f"wsss_cli.{name}")  # a listed module that vanished fails here
-        shown = {"evaluate": "eval", "demo_data": "demo-data", "prepare": "prepare-scribbles"}.get(name, name)
+        shown = {"evaluate": "eval", "demo_data": "demo-data", "prepare": "prepare-scribbles",
+                 "spml_labels": "spml-labels"}.get(name, name)
         assert shown in result.output, f"{shown} missing from wsss --help"
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "superpixels",
     "cam",
     "solve",
+    "spml_labels",
     "train",
     "predict",
     "crf",

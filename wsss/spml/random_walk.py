@@ -34,8 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsss.crf import CRFParams
 from wsss.inference import scaled_size
 from wsss.validation import check_numbers
+
+#: DenseCRF applied to the walk's distributions at image size (the SPML code: 10 iterations; Gaussian weight 3,
+#: xy 1; bilateral weight 4, xy 67, rgb 3; positions in pixels, colours RGB 0–255)
+SPML_CRF = CRFParams(gauss_sxy=1.0, gauss_compat=3.0, bi_sxy=67.0, bi_srgb=3.0, bi_compat=4.0, iterations=10)
 
 #: ways of applying T^(2^s) (:func:`walk`)
 WALK_METHODS = ("auto", "squaring", "steps")
@@ -219,5 +224,5 @@ def walk_probabilities(scores: Tensor, size: tuple[int, int]) -> Tensor:
     return up / up.sum(dim=1, keepdim=True).clamp_min(torch.finfo(up.dtype).tiny)
 
 
-__all__ = ["EmbedFn", "RandomWalkConfig", "WALK_METHODS", "affinity", "check_walk_memory", "random_walk_scores",
+__all__ = ["EmbedFn", "RandomWalkConfig", "SPML_CRF", "WALK_METHODS", "affinity", "check_walk_memory", "random_walk_scores",
            "seeded_scores", "to_grid", "transition", "walk", "walk_probabilities"]

@@ -59,6 +59,11 @@ def load_spml_model(path: str | os.PathLike, device: torch.device | str = "cpu")
     if task != TASK_NAME:
         raise UserError(f"{path}: holds a '{task}' run, not an SPML embedding run. "
                         "Pass the run directory of 'wsss train --loss spml'.")
+    return spml_model_from_state(state, device)
+
+
+def spml_model_from_state(state: dict[str, Any], device: torch.device | str = "cpu") -> tuple[SPMLNet, dict[str, Any]]:
+    """:func:`load_spml_model` of a checkpoint dict already read (and checked to be an SPML run)."""
     model = SPMLNet(SPMLModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -166,4 +171,4 @@ class SPMLTask(SegmentationTask):
         return {**super().checkpoint_fields(), "spml_memory": self.loss.memory.state_dict()}
 
 
-__all__ = ["SPMLTask", "TASK_NAME", "check_every_image_seeded", "freeze_stem", "load_spml_model"]
+__all__ = ["SPMLTask", "TASK_NAME", "check_every_image_seeded", "freeze_stem", "load_spml_model", "spml_model_from_state"]
