@@ -30,7 +30,7 @@ from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.inference import multiscale_flip_sum, scaled_size
-from wsss.models import DeepLabV3Plus, ModelConfig, empty_model
+from wsss.models import ModelConfig, empty_model
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
@@ -51,19 +51,47 @@ class PredictConfig:
     device: str = "auto"
     workers: int = 1
     resume: bool = False
+    initial_classifier: bool = False  # a SPML embedding run: predict with its jointly trained initial classifier
     command: str = ""
 
 
-def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[DeepLabV3Plus, dict[str, Any]]:
-    """The model of a checkpoint (eval mode, on ``device``) and the checkpoint dict (without weights)."""
+def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu",
+               initial_classifier: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint (eval mode, on ``device``) and the checkpoint dict (without weights).
+
+    A segmentation run gives its DeepLabV3+ (or URSS network), a SPML final classifier run its
+    :class:`~wsss.models.spml_final.SPMLFinal`; a SPML embedding run is predicted with only with
+    ``initial_classifier`` (its jointly trained classifier, :class:`~wsss.models.spml_final.SPMLInitial`).
+    Every model maps ``B×3×H×W`` RGB 0–255 to ``B×K×H×W`` logits and has ``config.num_classes``.
+    """
+    from wsss.spml.runs import EMBEDDING_TASK, FINAL_TASK
+
     state = load_checkpoint(checkpoint)
     task = state.get("task", "segmentation")
-    if task != "segmentation":
+    if initial_classifier and task != EMBEDDING_TASK:
+        raise UserError(f"{checkpoint}: holds a '{task}' run; --initial-classifier applies to a SPML embedding run "
+                        "(wsss train --loss spml) only. Remove it.")
+    if task == EMBEDDING_TASK and not initial_classifier:
+        raise UserError(f"{checkpoint}: holds a SPML embedding run, whose classifier is the initial one. Train the final "
+                        "classifier (wsss spml-labels, then wsss train --loss pseudo --init-from RUN) and predict with it, "
+                        "or pass --initial-classifier.")
+    if task == EMBEDDING_TASK:
+        from wsss.models.spml_final import SPMLInitial
+        from wsss.training.spml import spml_model_from_state
+
+        net, _ = spml_model_from_state(state, device)
+        model: nn.Module = SPMLInitial(net).eval()
+    elif task == FINAL_TASK:
+        from wsss.training.spml_final import final_model_from_state
+
+        model = final_model_from_state(state, device)
+    elif task != "segmentation":
         hint = " Use 'wsss cam export' for a CAM classifier run." if task == "cam" else ""
         raise UserError(f"{checkpoint}: holds a '{task}' run, not a segmentation network.{hint}")
-    model = empty_model(ModelConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
+    else:
+        model = empty_model(ModelConfig(**state["model_config"]))
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "scaler", "rng")}
     return model, meta
 
@@ -111,7 +139,7 @@ def run(cfg: PredictConfig) -> Path:
     check_scales("--scales", cfg.scales)
     ckpt = resolve_checkpoint(cfg.checkpoint)
     device = resolve_device(cfg.device, cfg.workers)
-    model, meta = load_model(ckpt, device)
+    model, meta = load_model(ckpt, device, initial_classifier=cfg.initial_classifier)
     dataset = open_images(meta, cfg.data, cfg.layout, cfg.split)
     classes = meta.get("classes") or dataset.classes
     if len(classes) != model.config.num_classes or dataset.num_classes != model.config.num_classes:

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, "--split", help="Split (default: val with --data, else the recorded training split)."),
         scales: str = typer.Option("1", "--scales", help="Comma-separated test scales, probabilities averaged, e.g. 0.75,1,1.25."),
         flip: bool = typer.Option(False, "--flip", help="Also average the horizontally mirrored image."),
+        initial_classifier: bool = typer.Option(False, "--initial-classifier", help="A SPML embedding run (wsss train --loss spml): predict with its jointly trained initial classifier (its final classifier is a run of its own, docs/methods.md §10.5)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda, cuda:N."),
         workers: int = workers_option(),
         resume: bool = resume_option(),
@@ -41,7 +42,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = stage.PredictConfig(
             checkpoint=str(checkpoint), out=str(out), data=str(data) if data else None, layout=layout, split=split,
-            scales=parse_scales(scales), flip=flip, device=device, workers=workers, resume=resume, command=command_line(),
+            scales=parse_scales(scales), flip=flip, device=device, workers=workers, resume=resume,
+            initial_classifier=initial_classifier, command=command_line(),
         )
         path = stage.run(cfg)
         from wsss.parallel import distributed_context

@@ -224,7 +224,7 @@ def register(app: typer.Typer) -> None:
         kmeans_iterations: Optional[int] = typer.Option(None, "--kmeans-iterations", help=loss_flag_help("--kmeans-iterations")),
         memory_batches: Optional[int] = typer.Option(None, "--memory-batches", help=loss_flag_help("--memory-batches")),
         superpixels: Optional[Path] = typer.Option(None, "--superpixels", help="urss: superpixels artifact (wsss superpixels) whose segment boundaries are the pseudo-boundaries excluded from the entropy; spml: the one whose segments are the low-level regions (a stand-in for the HED-owt-ucm regions of Ke et al. 2021)."),
-        init_from: Optional[Path] = typer.Option(None, "--init-from", help="urss phase 2: the phase-1 run (directory or .pt) whose weights start this run; same --backbone, --walk and classes."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from", help="urss phase 2: the phase-1 run (directory or .pt) whose weights start this run; same --backbone, --walk and classes. pseudo: a SPML embedding run (wsss train --loss spml): trains the SPML final classifier (dropout 0.65) on its frozen embedding, on the pseudo-labels of wsss spml-labels [Ke et al. 2021; docs/methods.md §10.5]."),
         lr_policy: str = typer.Option("poly", "--lr-policy", help="poly: lr·(1−t/T)^--lr-power; constant: lr throughout (the URSS code builds a poly schedule but never steps it: constant 1e-3, then 1e-4 in phase 2)."),
         # run
         seed: int = typer.Option(_D.seed, "--seed", help="Random seed (weights, data order, augmentation)."),
@@ -251,7 +251,7 @@ def register(app: typer.Typer) -> None:
                             kmeans_iterations=kmeans_iterations, memory_batches=memory_batches)
         if loss not in ("urss", "spml") and superpixels:
             raise UserError(f"--superpixels: does not apply to --loss {loss}. Remove it.")
-        if loss != "urss" and init_from:
+        if loss not in ("urss", "pseudo") and init_from:
             raise UserError(f"--init-from: does not apply to --loss {loss}. Remove it.")
         if lr_policy not in ("poly", "constant"):
             raise UserError(f"--lr-policy {lr_policy}: choose poly or constant.")

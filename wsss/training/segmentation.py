@@ -52,7 +52,7 @@ class TrainConfig:
     seeds: str | None = None
     pseudolabels: str | None = None
     superpixels: str | None = None  # --loss urss / spml: superpixels artifact (pseudo-boundaries / regions)
-    init_from: str | None = None  # --loss urss phase 2: the phase-1 run whose weights start this run
+    init_from: str | None = None  # --loss urss phase 2: the phase-1 run; --loss pseudo: the SPML embedding run (final classifier)
     data: str | None = None
     layout: str = "auto"
     split: str | None = None
@@ -240,6 +240,10 @@ def train(cfg: TrainConfig, on_step: StepHook | None = None, on_epoch_end: Epoch
         from wsss.training.spml import SPMLTask
 
         task = SPMLTask(cfg)
+    elif cfg.loss == "pseudo" and cfg.init_from is not None:
+        from wsss.training.spml_final import SPMLFinalTask
+
+        task = SPMLFinalTask(cfg)
     else:
         task = SegmentationTask(cfg)
     return run_task(task, cfg, on_step=on_step, on_epoch_end=on_epoch_end)
