@@ -84,7 +84,8 @@ class SPMLFinal(nn.Module):
 
 class SPMLInitial(nn.Module):
     """The initial classifier of an SPML run as a segmentation network: ``B×3×H×W`` RGB 0–255 →
-    ``B×K×H×W`` logits (:meth:`SPMLNet.class_logits`), for ``wsss predict --initial-classifier``."""
+    ``B×K×H×W`` logits (:meth:`SPMLNet.class_logits`): ``wsss predict --initial-classifier`` and the validation
+    of ``wsss train --loss spml``."""
 
     def __init__(self, net: SPMLNet):
         super().__init__()

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from wsss.errors import UserError
 from wsss.models.backbones import load_backbone_weights
+from wsss.models.spml_final import SPMLInitial
 from wsss.models.spml_net import OUTPUT_STRIDE, SPMLModelConfig, SPMLNet
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig
@@ -90,17 +90,6 @@ def freeze_stem(model: SPMLNet) -> SPMLNet:
     return model
 
 
-class _ClassLogits(nn.Module):
-    """The classifier's logits at input size (validation mIoU of the initial classifier)."""
-
-    def __init__(self, net: SPMLNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image):
-        return self.net.class_logits(image)
-
-
 class SPMLTask(SegmentationTask):
     """``wsss train --loss spml`` (module docstring)."""
 
@@ -154,7 +143,7 @@ class SPMLTask(SegmentationTask):
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
         if self.val_loader is None:
             return None
-        return evaluate(_ClassLogits(model), self.val_loader, self.dataset.num_classes, device)
+        return evaluate(SPMLInitial(model), self.val_loader, self.dataset.num_classes, device)
 
     def epoch_info(self, epoch: int) -> dict[str, Any]:
         return {}
