@@ -50,7 +50,7 @@ if [ -n "${TAGS:-}" ]; then
   mkdir -p "$OUT/tags"
   [ -f "$OUT/tags/tags.h5" ] || $WSSS prepare-tags "$OUT/demo" "$OUT/tags/tags.h5" --split train
   if [ ! -f "$OUT/tags/cam-run/checkpoints/epoch-$(printf %03d "$CAM_EPOCHS").pt" ]; then
-    resume=(); [ -f "$OUT/tags/cam-run/last.pt" ] && resume=(--resume)
+    resume=(); [ -f "$OUT/tags/cam-run/config.json" ] && resume=(--resume)
     $WSSS cam train --out "$OUT/tags/cam-run" --tags "$OUT/tags/tags.h5" --epochs "$CAM_EPOCHS" --batch-size 8 \
       --crop-size "$CROP" --resize-long "$CROP" "$((CROP * 3 / 2))" --seed 1 --log-every 50 "${resume[@]}"
   fi
@@ -63,7 +63,7 @@ for entry in "${kinds[@]}"; do
   kind=${entry%%:*}; annotation=${entry##*:}; dir="$OUT/$kind"
   step "3. [$kind] SPML embedding + initial classifier (--loss spml --spml-annotation $annotation)"
   if [ ! -f "$dir/run-spml/checkpoints/epoch-$(printf %03d "$EPOCHS").pt" ]; then
-    resume=(); [ -f "$dir/run-spml/last.pt" ] && resume=(--resume)
+    resume=(); [ -f "$dir/run-spml/config.json" ] && resume=(--resume)
     $WSSS train --out "$dir/run-spml" --loss spml --spml-annotation "$annotation" --seeds "$dir/seeds.h5" \
       --superpixels "$OUT/superpixels.h5" --embedding-dim "$DIM" --kmeans-grid "$GRID" --epochs "$EPOCHS" \
       "${common[@]}" "${resume[@]}"
@@ -72,13 +72,17 @@ for entry in "${kinds[@]}"; do
     --out "$dir/pred-val-initial.h5"
   $WSSS eval "$dir/pred-val-initial.h5" --out "$dir/pred-val-initial.metrics.json" > /dev/null
 
+  [ -f "$dir/pred-train-initial.h5" ] || $WSSS predict "$dir/run-spml" --initial-classifier --data "$OUT/demo" --split train \
+    --out "$dir/pred-train-initial.h5"
+  $WSSS eval "$dir/pred-train-initial.h5" --out "$dir/pred-train-initial.metrics.json" > /dev/null
+
   step "4. [$kind] random-walk pseudo-labels on train (T^64, DenseCRF)"
   [ -f "$dir/pseudolabels.h5" ] || $WSSS spml-labels "$dir/run-spml" --seeds "$dir/seeds.h5" --out "$dir/pseudolabels.h5"
   $WSSS eval "$dir/pseudolabels.h5" --seeds "$dir/seeds.h5" --out "$dir/pseudolabels.metrics.json" > /dev/null
 
   step "5. [$kind] final classifier on the frozen embedding (--loss pseudo --hard --init-from)"
   if [ ! -f "$dir/run-final/checkpoints/epoch-$(printf %03d "$FINAL_EPOCHS").pt" ]; then
-    resume=(); [ -f "$dir/run-final/last.pt" ] && resume=(--resume)
+    resume=(); [ -f "$dir/run-final/config.json" ] && resume=(--resume)
     $WSSS train --out "$dir/run-final" --loss pseudo --hard --pseudolabels "$dir/pseudolabels.h5" \
       --init-from "$dir/run-spml" --epochs "$FINAL_EPOCHS" "${common[@]}" "${resume[@]}"
   fi
@@ -86,7 +90,7 @@ for entry in "${kinds[@]}"; do
   $WSSS eval "$dir/pred-val-final.h5" --out "$dir/pred-val-final.metrics.json" > /dev/null
 done
 
-step "6. results (mIoU %: initial and final classifier on val; pseudo-labels on train, all pixels and unlabelled ones)"
+step "6. results (mIoU %: initial and final classifier on val; on train the initial classifier and the pseudo-labels, all pixels and the unlabelled ones)"
 "$PYTHON" - "$OUT" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
@@ -94,12 +98,14 @@ def load(p):
     return json.load(open(p)) if os.path.exists(p) else None
 def pct(v):
     return "    -" if v is None else f"{100 * v:5.1f}"
-print(f"{'annotation':<11} {'initial':>8} {'pseudo':>8} {'pseudo∖S':>9} {'final':>8}")
+print(f"{'':<11} {'--------- train ---------':>27} {'------ val ------':>19}")
+print(f"{'annotation':<11} {'initial':>8} {'pseudo':>8} {'pseudo∖S':>9} {'initial':>9} {'final':>9}")
 for kind in ("scribbles", "clicks", "tags"):
-    init, pl, final = (load(f"{out}/{kind}/{name}.metrics.json")
-                       for name in ("pred-val-initial", "pseudolabels", "pred-val-final"))
+    init_train, pl, init, final = (load(f"{out}/{kind}/{name}.metrics.json") for name in
+                                   ("pred-train-initial", "pseudolabels", "pred-val-initial", "pred-val-final"))
     if init is None:
         continue
     unl = (pl or {}).get("unlabelled", {}) or {}
-    print(f"{kind:<11} {pct(init['miou']):>8} {pct(pl and pl['miou']):>8} {pct(unl.get('miou')):>9} {pct(final and final['miou']):>8}")
+    print(f"{kind:<11} {pct(init_train and init_train['miou']):>8} {pct(pl and pl['miou']):>8} "
+          f"{pct(unl.get('miou')):>9} {pct(init['miou']):>9} {pct(final and final['miou']):>9}")
 EOF
