@@ -289,6 +289,7 @@ class SPMLLoss(TrainingLoss):
                          ("--kmeans-iterations", self.iterations, 0, None, {"integer": True}),
                          ("--memory-batches", self.memory_batches, 0, None, {"integer": True})])
         self.memory = SegmentMemory(self.memory_batches)
+        self.last_counts: dict[str, int] = {}
 
     @property
     def relation_weights(self) -> tuple[float, float, float, float]:
@@ -315,7 +316,8 @@ class SPMLLoss(TrainingLoss):
 
         Returns:
             ``{"img", "ann", "cls", "occ", "aff"}`` :class:`~wsss.losses.term.Term` s (relations of weight 0
-            left out; ``cls`` present with ``ann``).
+            left out; ``cls`` present with ``ann``). :attr:`last_counts` then holds the batch's valid
+            stride-4 pixels, segments and memory-bank segments (diagnostics, benchmarks).
         """
         e = F.normalize(embedding.float(), dim=1)
         b, d, h, w = e.shape
@@ -343,6 +345,8 @@ class SPMLLoss(TrainingLoss):
             out["aff"] = affinity_term(e, segs, protos, self.kappa_aff, self.w_aff)
         if update_memory:
             self.memory.push(protos, segs.label, tags[segs.image])
+        self.last_counts = {"pixels": int((segs.ids >= 0).sum()), "segments": segs.count,
+                            "memory": int(bank_protos.shape[0])}
         return out
 
     def options(self):

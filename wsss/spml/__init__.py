@@ -5,7 +5,10 @@ Pixel-to-Segment Contrastive Learning"; docs/methods.md §10).
   (:func:`spherical_kmeans`), segments = cluster × low-level region × seed label (:func:`segments`)
   and their unit prototypes (:func:`segment_prototypes`).
 
-The contrastive loss and the training / inference stages are not shipped yet.
+- :mod:`wsss.spml.memory` — the memory bank of the previous batches' segments (:class:`SegmentMemory`).
+
+The contrastive loss is :mod:`wsss.losses.spml`, the network :mod:`wsss.models.spml_net`, the training
+task (``wsss train --loss spml``) :mod:`wsss.training.spml`.
 """
 
 from wsss.spml.kmeans import (

@@ -1,0 +1,99 @@
+"""Time of one ``--loss spml`` training step relative to a ``pce`` step on the same batch.
+
+A step is forward + terms + backward + SGD update. ``spml``: the SPML network (backbone at output
+stride 8, embedding at stride 4), k-means segments × superpixel regions × seeds, the relations img / ann /
+occ with the memory bank filled (two batches pushed before timing) and the classifier CE, with the
+default weights and κ. ``pce``: DeepLabV3+ on the same backbone with partial CE, at output stride 16
+(the ``wsss train`` default) and at 8 (the SPML backbone's stride). Regions: square superpixels of
+``--region`` pixels; seeds: one horizontal scribble per image. Prints the best-of-N time of each and the
+ratios, measured in the same run.
+
+    python benchmarks/spml_step.py                          # EfficientNet-Lite0, batch 4, 128², CPU, 1 thread
+    python benchmarks/spml_step.py --device cuda --backbone resnet101 --size 512 --batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+
+from timing import CLOCKS, best_of
+
+
+def main() -> None:
+    from wsss.losses.partial_ce import partial_ce_term
+    from wsss.losses.registry import make_loss
+    from wsss.losses.term import reduce_terms
+    from wsss.models import ModelConfig, empty_model
+    from wsss.models.spml_net import SPMLModelConfig, SPMLNet
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--size", type=int, default=128, help="square crop side")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--region", type=int, default=16, help="side of the square superpixels in pixels")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    b, s = args.batch, args.size
+    image = (torch.rand(b, 3, s, s, generator=g) * 255).to(device)
+    labels = torch.full((b, s, s), 255, dtype=torch.int64)
+    for row, cls in ((s // 4, 0), (s // 2, None), (3 * s // 4, 0)):  # background, an object, background
+        value = torch.randint(1, args.classes, (b, 1), generator=g) if cls is None else cls
+        labels[:, row, s // 8: 7 * s // 8] = value
+    labels = labels.to(device)
+    valid = torch.ones(b, s, s, dtype=torch.bool, device=device)
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    regions = ((yy // args.region) * (s // args.region + 1) + xx // args.region)[None].expand(b, s, s).to(device)
+    kw = dict(num_classes=args.classes, backbone=args.backbone, width_mult=args.width_mult)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nets = {"pce os16": empty_model(ModelConfig(**kw)).to(device),
+                "pce os8": empty_model(ModelConfig(**kw, output_stride=8)).to(device),
+                "spml": SPMLNet(SPMLModelConfig(**kw)).to(device)}
+    loss = make_loss("spml", {})
+
+    def step_of(name, net):
+        opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9)
+
+        def terms():
+            if name == "spml":
+                out = net(image)
+                return loss.spml_terms(out["embedding"], out["logits"], labels, valid, regions, background=0)
+            return {"pce": partial_ce_term(net(image), labels, valid)}
+
+        def step():
+            objective, _ = reduce_terms(terms())
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            opt.step()
+        return step
+
+    times = {}
+    for name, net in nets.items():
+        net.train()
+        step = step_of(name, net)
+        if name == "spml":
+            step()  # fill the memory bank: two batches before the timed steps
+        times[name] = best_of(step, args.repeat, device, CLOCKS[args.clock])
+    print(f"batch {b} × {s}², {args.backbone} x{args.width_mult}, {device}, {torch.get_num_threads()} thread(s), "
+          f"{args.clock} clock, best of {args.repeat}")
+    counts = loss.last_counts
+    print(f"spml: {counts['pixels']} stride-4 pixels, {counts['segments']} batch segments, "
+          f"{counts['memory']} memory-bank segments")
+    for name, t in times.items():
+        print(f"{name:9s} {t * 1e3:9.1f} ms   {t / times['pce os16']:5.2f} × pce os16   {t / times['pce os8']:5.2f} × pce os8")
+
+
+if __name__ == "__main__":
+    main()
