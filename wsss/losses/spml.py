@@ -219,6 +219,12 @@ def _src(annotation_dependent: bool = False) -> str:
     return "Ke et al. 2021: Table 5, same in its code" + ("; by --spml-annotation" if annotation_dependent else "")
 
 
+def _weight_help(index: int) -> str:
+    """``--help`` default of one relation weight: its value per annotation type and the source."""
+    values = ", ".join(f"{a} {D.CODE_WEIGHTS[a][index]:g}" for a in D.ANNOTATIONS)
+    return f"{values}: Ke et al. 2021's code scripts; --spml-weights paper for Tables 1, 5"
+
+
 class SPMLLoss(TrainingLoss):
     """``--loss spml`` (module docstring): ``w_img L_img + w_ann (L_ann + L_cls) + w_occ L_occ + w_aff L_aff``.
 
@@ -238,9 +244,9 @@ class SPMLLoss(TrainingLoss):
                    f"{D.describe_weights('code')}) or paper (Ke et al. 2021: Tables 1, 5: "
                    f"{D.describe_weights('paper')}), as w_img/w_ann/w_occ/w_aff [{D.WEIGHT_SOURCE}]",
                    default=D.WEIGHT_SOURCE),
-        LossOption("--w-img", ("w_img",), "w_img [by --spml-annotation and --spml-weights]"),
-        LossOption("--w-ann", ("w_ann",), "w_ann, also weighting the classifier CE [by --spml-annotation and --spml-weights]"),
-        LossOption("--w-occ", ("w_occ",), "w_occ [by --spml-annotation and --spml-weights]"),
+        LossOption("--w-img", ("w_img",), f"w_img [{_weight_help(0)}]"),
+        LossOption("--w-ann", ("w_ann",), f"w_ann, also weighting the classifier CE [{_weight_help(1)}]"),
+        LossOption("--w-occ", ("w_occ",), f"w_occ [{_weight_help(2)}]"),
         LossOption("--w-aff", ("w_aff",), "w_aff [0: used for DensePose points only, Ke et al. 2021]"),
         LossOption("--kappa-img", ("kappa_img",), f"κ_img [{D.KAPPA_IMG:g}, {_src()}]", default=D.KAPPA_IMG),
         LossOption("--kappa-ann", ("kappa_ann",), f"κ_ann [{D.KAPPA_ANN:g}, {_src()}]", default=D.KAPPA_ANN),
