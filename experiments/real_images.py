@@ -36,7 +36,8 @@ Every method trains with the same default weights on every annotation: each loss
 (pCE over the seed pixels), so a weight means the same at any seed density.
 
 Methods (``wsss train --loss ...`` with the toolkit defaults, docs/methods.md, unless ``--tuned``):
-``full`` (dense masks, the upper bound), ``pce``, ``gridcrf``, ``densecrf``, ``ncut``, ``kernelcut``,
+``full`` (dense masks, the upper bound), ``full-balanced`` (``full --class-weights median-frequency``),
+``pce``, ``gridcrf``, ``densecrf``, ``ncut``, ``kernelcut``,
 ``collision`` (soft self-labeling), ``collision-hard`` (``--hard``), ``proposals`` (offline: the pce
 model predicts on train → ``solve`` → ``train --loss pseudo``) and ``solver`` (``solve --init uniform``
 from the seeds alone, no network: its row is the pseudo-label mIoU on **train**), ``urss-1`` / ``urss-2``
@@ -44,7 +45,9 @@ from the seeds alone, no network: its row is the pseudo-label mIoU on **train**)
 ``wsss superpixels`` of the train images, OUT/superpixels.h5). ``full`` trains the same network with plain
 cross-entropy over every labelled pixel of the dense masks (void ignored, no class weights — the same loss
 as ``pce`` on all pixels, so rare classes weigh as their pixel share, as for every other method): the upper
-bound of the same schedule. The main table's ``full``, ``pce``, ``densecrf`` and ``collision`` train once
+bound of the same schedule for pixel accuracy, but in a short schedule it ignores the rare classes that the
+seeds (one scribble per object) over-sample; ``full-balanced`` weighs each class by median frequency
+balancing (docs/methods.md §3.1, SegNet's CamVid setting), the upper bound for mIoU. The main table's ``full``, ``pce``, ``densecrf`` and ``collision`` train once
 per ``--seeds`` value (mean and range); every other cell with the first seed. The annotations are the
 same for every seed (``--annotation-seed``).
 
@@ -80,7 +83,7 @@ from wsss.losses.conversion import DEMO_TUNING
 from wsss.losses.defaults import LR_RL, N_RL
 
 #: The table's methods, in order (see the module docstring).
-METHODS = ("full", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver",
+METHODS = ("full", "full-balanced", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver",
            "urss-1", "urss-2")
 #: Robustness table: these methods on every annotation.
 ROBUST_METHODS = ("pce", "densecrf", "collision")
@@ -388,6 +391,8 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
         warmup = int(round(float(o.pop("warmup_fraction")) * s.epochs))
     if method in ("full", "pce"):
         loss, opts = method, {}
+    elif method == "full-balanced":
+        loss, opts = "full", {"class_weights": "median-frequency"}
     elif method == "gridcrf":
         loss, opts = "gridcrf", {k: o.pop(k) for k in ("lam", "bandwidth") if k in o}
     elif method in ("densecrf", "ncut", "kernelcut"):

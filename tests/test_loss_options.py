@@ -23,7 +23,7 @@ SAMPLE = {"lam": 0.25, "eta": 0.5, "relaxation": "bilinear", "ce": "reverse", "n
           "urss_softmax": "rows", "urss_transform": "flip", "boundary_width": 2, "walk": "paper",
           "spml_annotation": "points", "spml_weights": "paper", "w_img": 0.2, "w_ann": 0.7, "w_occ": 0.4, "w_aff": 0.3,
           "kappa_img": 10.0, "kappa_ann": 5.0, "kappa_occ": 9.0, "kappa_aff": 7.0, "embedding_dim": 16,
-          "kmeans_grid": 4, "kmeans_iterations": 3, "memory_batches": 1}
+          "kmeans_grid": 4, "kmeans_iterations": 3, "memory_batches": 1, "class_weights": "median-frequency"}
 #: where each sample value shows in the loss's resolved options (``loss.options()``)
 RESOLVED = {"solver_option": ("momentum", 0.5), "crf_option": ("sigma_rgb", 10)}
 

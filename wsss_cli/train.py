@@ -47,6 +47,7 @@ LOSS_FLAG_HELP = {
     "--solver-option": "Pseudo-label solver setting",
     "--crf-option": "Dense regularizer setting",
     "--hard": "Hard targets",
+    "--class-weights": "Class weights of the full-supervision cross-entropy",
     "--urss-phase": "URSS training phase",
     "--omega1": "Weight of the URSS soft entropy",
     "--omega2": "Weight of the URSS eigenspace self-supervision",
@@ -201,6 +202,7 @@ def register(app: typer.Typer) -> None:
         solver_option: List[str] = typer.Option([], "--solver-option", help=loss_flag_help("--solver-option")),
         crf_option: List[str] = typer.Option([], "--crf-option", help=loss_flag_help("--crf-option")),
         hard: bool = typer.Option(False, "--hard", help=loss_flag_help("--hard")),
+        class_weights: Optional[str] = typer.Option(None, "--class-weights", help=loss_flag_help("--class-weights")),
         urss_phase: Optional[int] = typer.Option(None, "--urss-phase", help=loss_flag_help("--urss-phase")),
         omega1: Optional[float] = typer.Option(None, "--omega1", help=loss_flag_help("--omega1")),
         omega2: Optional[float] = typer.Option(None, "--omega2", help=loss_flag_help("--omega2")),
@@ -248,7 +250,8 @@ def register(app: typer.Typer) -> None:
                             spml_annotation=spml_annotation, spml_weights=spml_weights, w_img=w_img, w_ann=w_ann,
                             w_occ=w_occ, w_aff=w_aff, kappa_img=kappa_img, kappa_ann=kappa_ann, kappa_occ=kappa_occ,
                             kappa_aff=kappa_aff, embedding_dim=embedding_dim, kmeans_grid=kmeans_grid,
-                            kmeans_iterations=kmeans_iterations, memory_batches=memory_batches)
+                            kmeans_iterations=kmeans_iterations, memory_batches=memory_batches,
+                            class_weights=class_weights)
         if loss not in ("urss", "spml") and superpixels:
             raise UserError(f"--superpixels: does not apply to --loss {loss}. Remove it.")
         if loss not in ("urss", "pseudo") and init_from:

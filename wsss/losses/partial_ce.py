@@ -68,3 +68,21 @@ def soft_ce_term(logits: Tensor, probs: Tensor, mask: Tensor) -> Term:
     """Soft-target CE as a :class:`~wsss.losses.term.Term`: the mean of ``H(y_p, σ_p)`` over the pixels of
     ``mask`` (``B×H×W`` bool). Args: as :func:`soft_ce_sum`."""
     return Term.of(soft_ce_sum(logits, probs, mask), mask.bool().sum())
+
+
+def weighted_ce_term(logits: Tensor, labels: Tensor, valid: Tensor | None, weight: Tensor) -> Term:
+    """Class-weighted CE as a :class:`~wsss.losses.term.Term`: ``Σ_p w_{ȳ_p} (−ln σ_p^{ȳ_p}) / Σ_p w_{ȳ_p}`` over the
+    labelled valid pixels of the (global) batch — the weighted mean, as ``torch.nn.functional.cross_entropy``
+    with ``weight`` reduces.
+
+    Args:
+        logits: ``B×K×H×W`` float.
+        labels: ``B×H×W`` int64, 255 = unlabelled.
+        valid: ``B×H×W`` bool validity mask (padding False) or None.
+        weight: ``K`` float class weights ``w`` (on the logits' device).
+    """
+    target = masked_labels(labels, valid)
+    w = weight.to(device=logits.device, dtype=torch.float32)
+    total = F.cross_entropy(logits.float(), target, weight=w, ignore_index=IGNORE_INDEX, reduction="sum")
+    labelled = target != IGNORE_INDEX
+    return Term.of(total, w[target[labelled]].sum())

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from wsss.errors import UserError
 from wsss.losses.defaults import DENSECRF_WEIGHT, GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, SL_WEIGHT_PER_ETA
-from wsss.losses.partial_ce import partial_ce_term, soft_ce_term
+from wsss.losses.partial_ce import partial_ce_term, soft_ce_term, weighted_ce_term
 from wsss.losses.term import Term
 from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
 from wsss.potts.solver import SolverConfig
@@ -137,6 +137,11 @@ class TrainingLoss:
         """The loss's resolved options (recorded in config.json)."""
         return {}
 
+    def prepare(self, targets) -> None:
+        """Called once by the training task with the training targets (a
+        :class:`~wsss.training.data.TargetSource`) before the first step: statistics of the training set a
+        loss needs (none by default)."""
+
 
 class PartialCE(TrainingLoss):
     """``pce``: partial cross-entropy on the seeds only; reduction: the mean over the batch's labelled valid
@@ -150,15 +155,45 @@ class PartialCE(TrainingLoss):
 
 class FullCE(TrainingLoss):
     """``full``: cross-entropy on dense ground-truth masks (255 ignored); reduction: the mean over the batch's
-    non-void valid pixels."""
+    non-void valid pixels, or with ``class_weights="median-frequency"`` the weighted mean (4') with the
+    median-frequency weights of the training masks (docs/methods.md §3.1), computed in :meth:`prepare`."""
 
     name = "full"
     target = "masks"
+    OPTIONS = (LossOption("--class-weights", ("class_weights",), "none (every pixel weighs 1) or median-frequency "
+                          "(median frequency balancing of the training masks, Eigen & Fergus 2015, SegNet's CamVid "
+                          "setting; docs/methods.md §3.1) [none]", "none"),)
+
+    def __init__(self, class_weights: str | None = None):
+        from wsss.losses.class_weights import CLASS_WEIGHTINGS
+
+        self.class_weights = str(self.option_default("class_weights") if class_weights is None else class_weights)
+        if self.class_weights not in CLASS_WEIGHTINGS:
+            raise UserError(f"--class-weights {self.class_weights}: unknown. Choose {' or '.join(CLASS_WEIGHTINGS)}.")
+        self.weight: Tensor | None = None
+
+    def prepare(self, targets) -> None:
+        """Compute the class weights from every training mask (``targets``: a ``masks`` TargetSource)."""
+        if self.class_weights == "none":
+            return
+        from wsss.losses.class_weights import class_pixel_counts, median_frequency_weights
+
+        ds = targets.dataset
+        pixels, image_pixels = class_pixel_counts((ds.load_mask(i) for i in targets.ids), ds.num_classes)
+        self.weight = torch.as_tensor(median_frequency_weights(pixels, image_pixels), dtype=torch.float32)
 
     def terms(self, logits, batch):
+        if self.weight is not None:
+            return {"ce": weighted_ce_term(logits, batch.labels, batch.valid, self.weight)}
         return {"ce": partial_ce_term(logits, batch.labels, batch.valid)}
 
     warmup_terms = terms
+
+    def options(self):
+        out: dict[str, Any] = {"class_weights": self.class_weights}
+        if self.weight is not None:
+            out["class_weight_values"] = [round(float(w), 6) for w in self.weight]
+        return out
 
 
 class PseudoCE(TrainingLoss):

@@ -158,6 +158,7 @@ class SegmentationTask(TrainingTask):
         cfg, loss = self.cfg, self.loss
         self.ctx = ctx
         self.dataset, self.targets, self.inputs = open_training_data(cfg, loss)
+        loss.prepare(self.targets)
         self.warmup = loss_record(cfg, loss)["warmup_epochs"]
         self.model_config = ModelConfig(
             num_classes=self.dataset.num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
