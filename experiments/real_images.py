@@ -42,7 +42,10 @@ Methods (``wsss train --loss ...`` with the toolkit defaults, docs/methods.md, u
 model predicts on train → ``solve`` → ``train --loss pseudo``) and ``solver`` (``solve --init uniform``
 from the seeds alone, no network: its row is the pseudo-label mIoU on **train**), ``urss-1`` / ``urss-2``
 (``--loss urss`` phase 1, and phase 2 started from that phase-1 run; SLIC pseudo-boundaries from
-``wsss superpixels`` of the train images, OUT/superpixels.h5). ``full`` trains the same network with plain
+``wsss superpixels`` of the train images, OUT/superpixels.h5), ``spml`` (``--loss spml`` embedding run on the
+seeds and the SLIC regions → ``wsss spml-labels`` random-walk pseudo-labels on train → the final classifier on
+the frozen embedding, ``train --loss pseudo --hard --init-from``; main table and, asked for by name, the
+robustness table). ``full`` trains the same network with plain
 cross-entropy over every labelled pixel of the dense masks (void ignored, no class weights — the same loss
 as ``pce`` on all pixels, so rare classes weigh as their pixel share, as for every other method): the upper
 bound of the same schedule for pixel accuracy, but in a short schedule it ignores the rare classes that the
@@ -84,7 +87,9 @@ from wsss.losses.defaults import LR_RL, N_RL
 
 #: The table's methods, in order (see the module docstring).
 METHODS = ("full", "full-balanced", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver",
-           "urss-1", "urss-2")
+           "urss-1", "urss-2", "spml")
+#: Robustness rows beyond :data:`ROBUST_METHODS` (asked for by name with --methods): SPML on clicks.
+EXTRA_ROBUST_METHODS = ("spml",)
 #: Robustness table: these methods on every annotation.
 ROBUST_METHODS = ("pce", "densecrf", "collision")
 ANNOTATIONS = ("scribbles", "scribbles-0.3", "clicks", "blocks")
@@ -366,6 +371,32 @@ def prepare_seeds(s: Settings, data: Path, annotation: str) -> Path:
     return path
 
 
+#: The SPML annotation type (``--spml-annotation``: relation weights and κ) of each generated annotation.
+SPML_ANNOTATION = {"scribbles": "scribbles", "scribbles-0.3": "scribbles", "clicks": "points", "blocks": "scribbles"}
+
+
+def spml_cell(s: Settings, data: Path, annotation: str, run_dir: Path, seeds: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The SPML pipeline of one cell: the embedding run (``wsss train --loss spml``, in ``run_dir/embedding``), its
+    random-walk pseudo-labels on train (``wsss spml-labels``, ``run_dir/pseudolabels.h5``, evaluated on train), then
+    the final classifier on the frozen embedding (``train --loss pseudo --hard --init-from``, ``run_dir/train``).
+    Returns the final classifier's status; the embedding run's training time is added to the row's."""
+    from wsss.stages import spml_labels
+
+    emb = run_dir / "embedding"
+    cfg = train_config(s, emb, "spml", {"annotation": SPML_ANNOTATION[annotation]}, None, seeds=seeds,
+                       superpixels=prepare_superpixels(s, data))
+    emb_status = train_run(s, emb, cfg)
+    record["embedding_seconds"] = emb_status["train_seconds"]
+    pseudo = run_dir / "pseudolabels.h5"
+    if not pseudo.exists():
+        log(f"spml-labels → {pseudo}")
+        spml_labels.run(emb / "train", seeds, pseudo, device=s.device, workers=s.workers, resume=True)
+    record["eval_train"] = evaluate(s, pseudo, crf=False, seeds=seeds)
+    loss, opts, warmup = method_loss("spml", s)
+    final = train_config(s, run_dir, loss, opts, warmup, pseudolabels=pseudo, init_from=emb / "train")
+    return train_run(s, run_dir, final)
+
+
 def prepare_superpixels(s: Settings, data: Path) -> Path:
     """``wsss superpixels`` of the train images (SLIC defaults): URSS's pseudo-boundaries."""
     from wsss.stages import superpixels
@@ -409,6 +440,8 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
         loss, opts = "pseudo", {}
     elif method in ("urss-1", "urss-2"):
         loss, opts = "urss", {"phase": int(method[-1])}
+    elif method == "spml":  # the final classifier (hard pseudo-labels on the frozen SPML embedding)
+        loss, opts = "pseudo", {"hard": True}
     else:
         raise ValueError(method)
     if o:
@@ -655,6 +688,8 @@ def _run_cell(s, data, method, annotation, runs, overrides, run_dir, crf, seeds,
         cfg = train_config(s, run_dir, loss, opts, warmup, pseudolabels=pseudo)
         status = train_run(s, run_dir, cfg)
         record["pce_seconds"] = base["status"]["train_seconds"]
+    elif method == "spml":
+        status = spml_cell(s, data, annotation, run_dir, seeds, record)
     elif method in ("urss-1", "urss-2"):
         init_from = None
         if method == "urss-2":  # phase 2 starts from the phase-1 run of the same seed
@@ -692,8 +727,9 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
     crf = record.get("eval_crf")
     status = record.get("status") or {}
     seconds = status.get("train_seconds", record.get("solve_seconds"))
-    if seconds is not None and record.get("pce_seconds") is not None:
-        seconds = seconds + record["pce_seconds"]
+    for earlier in ("pce_seconds", "embedding_seconds"):  # proposals: its pce run; spml: its embedding run
+        if seconds is not None and record.get(earlier) is not None:
+            seconds = seconds + record[earlier]
     row = {
         "method": record["method"], "annotation": record["annotation"], "state": record.get("state", "not yet run"),
         "evaluated_on": "train pseudo-labels" if record["method"] == "solver" else "val",
@@ -705,7 +741,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "train_seconds": seconds, "epochs_done": status.get("epochs_done"), "epochs": status.get("epochs"),
         "overrides": record.get("overrides") or {}, "run_dir": record.get("run_dir"),
     }
-    if record["method"] == "proposals" and record.get("eval_train"):
+    if record["method"] in ("proposals", "spml") and record.get("eval_train"):
         row["pseudo_miou_train"] = record["eval_train"].get("miou")
     if record["method"] == "solver" and record.get("eval_train"):
         unl = record["eval_train"].get("unlabelled") or {}
@@ -772,7 +808,7 @@ def markdown_table(rows: list[dict[str, Any]], classes: list[str], first: str) -
 
 
 def robustness_table(rows: list[dict[str, Any]], annotations: list[str]) -> str:
-    methods = [m for m in ROBUST_METHODS if any(r["method"] == m for r in rows)]
+    methods = [m for m in ROBUST_METHODS + EXTRA_ROBUST_METHODS if any(r["method"] == m for r in rows)]
     cols = ["method"] + [f"{a} mIoU / pixel acc (+CRF mIoU)" for a in annotations]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for m in methods:
@@ -812,6 +848,9 @@ def plan(s: Settings, methods: list[str], annotations: list[str], tables: list[s
         for a in annotations:
             for m in ROBUST_METHODS:
                 if m in methods and not (a == "scribbles" and "main" in tables):
+                    cells.append(("robustness", m, a))
+            for m in EXTRA_ROBUST_METHODS:
+                if m in methods and a != "scribbles":
                     cells.append(("robustness", m, a))
     return cells
 
@@ -891,7 +930,7 @@ def run_tables(s: Settings, methods: list[str], annotations: list[str], tables: 
         rows[table].append(combine_seeds(per_seed))
     wall = time.perf_counter() - t0
     info = machine()
-    robust_rows = rows["robustness"] + [r for r in rows["main"] if r["method"] in ROBUST_METHODS]
+    robust_rows = rows["robustness"] + [r for r in rows["main"] if r["method"] in ROBUST_METHODS + EXTRA_ROBUST_METHODS]
     result = {
         "kind": "wsss-real-images", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(s.data), "dataset_used": str(data), "classes": classes, "settings": {**dataclasses.asdict(s), "data": str(s.data), "out": str(s.out)},

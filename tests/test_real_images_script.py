@@ -243,3 +243,19 @@ def test_quick_urss_phases(script, demo_root, tmp_path, capsys):
     phase2 = json.loads((out / "runs" / "urss-2@scribbles" / "train" / "config.json").read_text())
     runs = [Path(i["path"]) for i in phase2["inputs"] if i.get("kind") == "run"]
     assert phase2["loss"]["phase"] == 2 and runs == [out / "runs" / "urss-1@scribbles" / "train"]
+
+
+def test_quick_spml_pipeline(script, demo_root, tmp_path, capsys):
+    """The SPML cell: embedding run → random-walk pseudo-labels (evaluated on train) → final classifier on val."""
+    out = tmp_path / "out"
+    _run(script, capsys, demo_root, out, "--quick", "--methods", "spml", "--annotations", "scribbles,clicks")
+    result = json.loads((out / "results.json").read_text())
+    (main,), (robust,) = result["main"], result["robustness"]
+    assert (main["method"], main["annotation"], robust["annotation"]) == ("spml", "scribbles", "clicks")
+    for row in (main, robust):
+        assert row["state"] == "done" and 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["pseudo_miou_train"] <= 1.0
+    run = out / "runs" / "spml@clicks"
+    emb = json.loads((run / "embedding" / "train" / "config.json").read_text())
+    final = json.loads((run / "train" / "config.json").read_text())
+    assert emb["loss"]["name"] == "spml" and emb["loss"]["annotation"] == "points"
+    assert final["loss"]["name"] == "pseudo" and final["loss"]["hard"] is True
