@@ -34,113 +34,24 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from wsss.errors import UserError
+from wsss.losses.base import LossBatch, LossOption, TrainingLoss  # noqa: F401  (LossBatch: re-exported)
 from wsss.losses.defaults import DENSECRF_WEIGHT, GRIDCRF_LAMBDA, KERNELCUT_WEIGHT, NCUT_WEIGHT, SL_WEIGHT_PER_ETA
 from wsss.losses.partial_ce import partial_ce_term, soft_ce_term, weighted_ce_term
+from wsss.losses.spml import SPMLLoss
 from wsss.losses.term import Term
+from wsss.losses.urss import URSSLoss
 from wsss.potts.neighbourhoods import DEFAULT_BANDWIDTH
 from wsss.potts.solver import SolverConfig
 from wsss.validation import check_numbers
 
 #: the solver configuration's defaults (what ``--loss collision`` shows for its solver options)
 _SOLVER = SolverConfig()
-
-
-@dataclass
-class LossBatch:
-    """One training batch as the losses see it.
-
-    Attributes:
-        image: ``B×3×H×W`` float RGB 0–255.
-        labels: ``B×H×W`` int64: seeds, dense masks or hard pseudo-labels (255 = unlabelled).
-        valid: ``B×H×W`` bool validity mask (False on crop padding).
-        probs: ``B×K×H×W`` float soft targets (``pseudo`` with soft targets) or None.
-    """
-
-    image: Tensor
-    labels: Tensor
-    valid: Tensor
-    probs: Tensor | None = None
-
-
-@dataclass(frozen=True)
-class LossOption:
-    """One option of a loss, declared once on its class (:attr:`TrainingLoss.OPTIONS`).
-
-    Attributes:
-        flag: the ``wsss train`` flag (``--lambda``); losses with a same-named option share the flag.
-            ``None``: a library option without a flag.
-        key: where the options dict of :func:`make_loss` holds the value: ``("lam",)``, or nested
-            ``("solver", "lam")`` (a field of the solver configuration).
-        help: what the option sets for this loss, its default and the default's source.
-        default: the value used when the option is not given (``None``: computed, see ``help``).
-        kind: ``value`` (recorded when given), ``switch`` (a boolean flag, always recorded; ``False`` counts
-            as not given), ``pairs`` (repeatable ``KEY=VALUE`` items: a dict at ``key``, always recorded;
-            the nested values of other options are merged into it).
-    """
-
-    flag: str | None
-    key: tuple[str, ...]
-    help: str
-    default: Any = None
-    kind: str = "value"
-
-
-class TrainingLoss:
-    """Base class. ``target`` says what the loss trains on: ``seeds``, ``masks`` or ``pseudolabels``.
-
-    A loss declares its options in :attr:`OPTIONS`; :meth:`from_options` builds it from an options
-    dict whose keys are the first elements of the declared keys (checked by :func:`make_loss`).
-    """
-
-    name = "base"
-    target = "seeds"
-    #: default number of pCE-only warm-up epochs as a fraction of --epochs (0: none)
-    default_warmup_fraction = 0.0
-    #: the loss's options (see :class:`LossOption`); none by default
-    OPTIONS: ClassVar[tuple[LossOption, ...]] = ()
-
-    @classmethod
-    def option_keys(cls) -> set[str]:
-        """The top-level keys of the options dict this loss accepts."""
-        return {o.key[0] for o in cls.OPTIONS}
-
-    @classmethod
-    def option_default(cls, key: str) -> Any:
-        """The declared default of the top-level option ``key``."""
-        return next(o.default for o in cls.OPTIONS if o.key == (key,))
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "TrainingLoss":
-        """The loss built from an options dict (keys checked against :attr:`OPTIONS`)."""
-        return cls(**options)
-
-    def terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Term]:
-        """Named terms (weighted batch sums and their counts). logits: ``B×K×H×W`` float."""
-        raise NotImplementedError
-
-    def warmup_terms(self, logits: Tensor, batch: LossBatch) -> dict[str, Term]:
-        """Terms used during the pCE warm-up (partial CE only)."""
-        return {"pce": partial_ce_term(logits, batch.labels, batch.valid)}
-
-    @property
-    def uses_soft_targets(self) -> bool:
-        return False
-
-    def options(self) -> dict[str, Any]:
-        """The loss's resolved options (recorded in config.json)."""
-        return {}
-
-    def prepare(self, targets) -> None:
-        """Called once by the training task with the training targets (a
-        :class:`~wsss.training.data.TargetSource`) before the first step: statistics of the training set a
-        loss needs (none by default)."""
 
 
 class PartialCE(TrainingLoss):
@@ -223,8 +134,6 @@ class PseudoCE(TrainingLoss):
         return {"hard": self.hard}
 
 
-
-
 class GridCRFLoss(TrainingLoss):
     """``gridcrf``: pCE + λ · mean over valid pairs of w_pq P(σ_p, σ_q) on NN4/NN8 (:mod:`wsss.losses.gridcrf`).
 
@@ -305,8 +214,6 @@ class DenseCRFFamily(TrainingLoss):
 
     def options(self):
         return {"lam": self.lam, **self.extra}
-
-
 
 
 def default_dense_weight(name: str) -> float:
@@ -444,9 +351,6 @@ def solver_config(options: dict[str, Any], training: bool = False) -> Any:
     config.resolved()  # validates names and ranges now, not at the first batch
     return config
 
-
-from wsss.losses.spml import SPMLLoss  # noqa: E402  (subclasses TrainingLoss, defined above)
-from wsss.losses.urss import URSSLoss  # noqa: E402  (subclasses TrainingLoss, defined above)
 
 #: every loss of ``wsss train --loss``, by name (the order of ``--help``)
 LOSSES: dict[str, type[TrainingLoss]] = {cls.name: cls for cls in (

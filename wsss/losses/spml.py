@@ -38,7 +38,7 @@ from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
 from wsss.losses import spml_defaults as D
 from wsss.losses.partial_ce import partial_ce_term
-from wsss.losses.registry import LossOption, TrainingLoss
+from wsss.losses.base import LossOption, TrainingLoss
 from wsss.losses.term import Term
 from wsss.models.spml_net import EMBEDDING_DIM
 from wsss.spml.kmeans import (DEFAULT_GRID, DEFAULT_ITERATIONS, Segments, kmeans_features, segment_prototypes, segments,

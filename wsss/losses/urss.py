@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.errors import UserError
-from wsss.losses.registry import LossOption, TrainingLoss
+from wsss.losses import urss_defaults
+from wsss.losses.base import LossOption, TrainingLoss
+from wsss.losses.partial_ce import partial_ce_term
 from wsss.losses.term import Term
 
 #: Softmax axes of the eigenspace loss: ``columns`` (each column sums to 1, the public code) or ``rows``
@@ -179,12 +181,6 @@ def eigenspace_term(energy: Tensor, energy_t: Tensor, grid: tuple[int, int], tra
     return Term.of(weight * per_image.sum(), per_image.shape[0])
 
 
-__all__ = [
-    "SOFTMAX_AXES", "GridTransform", "URSSLoss", "aligned_energies", "eigenspace_sums", "eigenspace_term", "entropy_mask",
-    "flip_permutation", "soft_entropy_sum", "soft_entropy_term", "translation_slice",
-]
-
-
 class URSSLoss(TrainingLoss):
     """``--loss urss``: pCE + ω₁ · soft entropy (phase 1) and, in phase 2, + ω₂ · eigenspace self-supervision.
 
@@ -212,29 +208,25 @@ class URSSLoss(TrainingLoss):
     def __init__(self, phase: int = 1, omega1: float | None = None, omega2: float | None = None,
                  gamma: float | None = None, softmax: str | None = None, transform: str | None = None,
                  boundary_width: int | None = None, walk: str = "code"):
-        from wsss.losses import urss_defaults as d
-
         if phase not in (1, 2):
             raise UserError(f"--urss-phase {phase}: must be 1 (pCE + entropy) or 2 (+ eigenspace term).")
         self.phase = int(phase)
-        self.omega1 = d.OMEGA1 if omega1 is None else float(omega1)
-        self.omega2 = d.OMEGA2 if omega2 is None else float(omega2)
-        self.gamma = d.GAMMA if gamma is None else float(gamma)
-        self.softmax = d.SOFTMAX_AXIS if softmax is None else str(softmax)
+        self.omega1 = urss_defaults.OMEGA1 if omega1 is None else float(omega1)
+        self.omega2 = urss_defaults.OMEGA2 if omega2 is None else float(omega2)
+        self.gamma = urss_defaults.GAMMA if gamma is None else float(gamma)
+        self.softmax = urss_defaults.SOFTMAX_AXIS if softmax is None else str(softmax)
         if self.softmax not in SOFTMAX_AXES:
             raise UserError(f"--urss-softmax {self.softmax}: choose one of: {', '.join(SOFTMAX_AXES)}.")
-        self.transform = d.TRANSFORM if transform is None else str(transform)
-        if self.transform not in d.TRANSFORMS:
-            raise UserError(f"--urss-transform {self.transform}: choose one of: {', '.join(d.TRANSFORMS)}.")
-        self.boundary_width = d.BOUNDARY_WIDTH if boundary_width is None else int(boundary_width)
+        self.transform = urss_defaults.TRANSFORM if transform is None else str(transform)
+        if self.transform not in urss_defaults.TRANSFORMS:
+            raise UserError(f"--urss-transform {self.transform}: choose one of: {', '.join(urss_defaults.TRANSFORMS)}.")
+        self.boundary_width = urss_defaults.BOUNDARY_WIDTH if boundary_width is None else int(boundary_width)
         if self.boundary_width < 1:
             raise UserError(f"--boundary-width {self.boundary_width}: must be at least 1.")
         self.walk = walk
 
     def base_terms(self, logits: Tensor, labels: Tensor, valid: Tensor, boundary: Tensor | None) -> dict[str, Term]:
         """Phase-1 terms. logits ``B×K×H×W``; labels ``B×H×W`` int64; valid, boundary ``B×H×W`` bool."""
-        from wsss.losses.partial_ce import partial_ce_term
-
         return {"pce": partial_ce_term(logits, labels, valid),
                 "entropy": soft_entropy_term(logits, valid, boundary, weight=self.omega1)}
 
@@ -242,8 +234,6 @@ class URSSLoss(TrainingLoss):
         return self.base_terms(logits, batch.labels, batch.valid, getattr(batch, "boundary", None))
 
     def warmup_terms(self, logits, batch):
-        from wsss.losses.partial_ce import partial_ce_term
-
         return {"pce": partial_ce_term(logits, batch.labels, batch.valid)}
 
     def ss_term(self, energy: Tensor, energy_t: Tensor, grid: tuple[int, int], transform: GridTransform) -> Term:
@@ -254,3 +244,9 @@ class URSSLoss(TrainingLoss):
         return {"phase": self.phase, "omega1": self.omega1, "omega2": self.omega2, "gamma": self.gamma,
                 "softmax": self.softmax, "transform": self.transform, "boundary_width": self.boundary_width,
                 "walk": self.walk}
+
+
+__all__ = [
+    "SOFTMAX_AXES", "GridTransform", "URSSLoss", "aligned_energies", "eigenspace_sums", "eigenspace_term", "entropy_mask",
+    "flip_permutation", "soft_entropy_sum", "soft_entropy_term", "translation_slice",
+]
