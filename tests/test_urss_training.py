@@ -106,3 +106,38 @@ def test_cli_urss_options():
         assert option in out.output
     bad = runner.invoke(app, ["train", "--out", "x", "--loss", "pce", "--omega1", "2"])
     assert bad.exit_code == 2 and "does not apply to --loss pce" in bad.output
+
+
+def _same_run(a, b):
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"] and sa["epoch"] == sb["epoch"]
+    for key, value in sa["model"].items():
+        assert torch.equal(value, sb["model"][key]), key
+    la = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["loss"], r.get("terms")) for r in la] == [(r["kind"], r["loss"], r.get("terms")) for r in lb]
+
+
+def test_resume_of_phase1_and_phase2_reproduces_the_uninterrupted_runs(toy, tmp_path):
+    """Phase 1 (with --rotate and --blur) and phase 2 (transforms drawn per step: flip and translation
+    both occur) stopped after epoch 1 and resumed give the uninterrupted runs' weights and losses."""
+    data, seeds, sp = toy
+    base = dict(seeds=str(seeds), superpixels=str(sp), epochs=2, **TINY, rotation=10.0, blur=True)
+    full1 = train(TrainConfig(out=str(tmp_path / "full1"), **base))
+    part1 = tmp_path / "part1"
+    train(TrainConfig(out=str(part1), stop_after_epoch=1, **base))
+    assert load_checkpoint(part1)["epoch"] == 1
+    train(TrainConfig(out=str(part1), resume=True, **base))
+    _same_run(full1, part1)
+
+    base2 = {**base, "init_from": str(full1), "loss_options": {"phase": 2}, "lr": 1e-4}
+    full2 = train(TrainConfig(out=str(tmp_path / "full2"), **base2))
+    part2 = tmp_path / "part2"
+    train(TrainConfig(out=str(part2), stop_after_epoch=1, **base2))
+    with pytest.raises(UserError, match="other options"):
+        train(TrainConfig(out=str(part2), resume=True, **{**base2, "loss_options": {"phase": 2, "omega2": 3.0}}))
+    train(TrainConfig(out=str(part2), resume=True, **base2))
+    _same_run(full2, part2)
+    from wsss.training.urss import draw_transform
+
+    assert {draw_transform(0, s)[0] for s in range(load_checkpoint(full2)["step"])} == {"flip", "translation"}

@@ -189,6 +189,8 @@ def register(app: typer.Typer) -> None:
         scale_min: float = typer.Option(_D.scale_min, "--scale-min", help="Random scale lower bound (rloss / torchvision reference)."),
         scale_max: float = typer.Option(_D.scale_max, "--scale-max", help="Random scale upper bound (rloss / torchvision reference)."),
         flip: bool = typer.Option(_D.flip, "--flip/--no-flip", help="Random horizontal flip."),
+        rotation: float = typer.Option(_D.rotation, "--rotate", help="Random rotation: an angle uniform in ±DEG with probability 0.5; rotated-in pixels are outside the validity mask like crop padding. 0 = off (toolkit default) [Pan et al. 2021: 10]."),
+        blur: bool = typer.Option(_D.blur, "--blur/--no-blur", help="Random 5×5 Gaussian blur (σ 1.1) of the image with probability 0.5. Default off [Pan et al. 2021: on]."),
         # loss options: None / False / empty = the loss's default (wsss.losses.registry, each loss's OPTIONS)
         lam: Optional[float] = typer.Option(None, "--lambda", help=loss_flag_help("--lambda")),
         eta: Optional[float] = typer.Option(None, "--eta", help=loss_flag_help("--eta")),
@@ -268,6 +270,7 @@ def register(app: typer.Typer) -> None:
             head_channels=head_channels, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
             lr_power=lr_power, momentum=momentum, weight_decay=weight_decay, head_lr_mult=head_lr_mult,
             warmup_epochs=warmup_epochs, crop_size=crop_size, scale_min=scale_min, scale_max=scale_max, flip=flip,
+            rotation=rotation, blur=blur,
             seed=seed, device=device, amp=amp, workers=workers, log_every=log_every,
             val_data=str(val_data) if val_data else None, val_layout=val_layout, val_split=val_split,
             resume=resume, stop_after_epoch=stop_after_epoch, command=command_line(),

@@ -9,10 +9,13 @@ Augmentation (toolkit defaults, after the rloss / torchvision segmentation refer
 
 1. random scale ``s ~ U[scale_min, scale_max]`` (0.5–2.0) of the whole image: bilinear for the image
    and soft targets, nearest for label maps;
-2. horizontal flip with probability 0.5;
-3. random ``crop×crop`` window; where the scaled image is smaller it is padded. Padding is **not**
+2. optional (off by default; the URSS code's, :mod:`wsss.training.rotation_blur`): rotation by an angle
+   uniform in ``±rotation`` degrees with probability 0.5, then a 5×5 Gaussian blur (σ 1.1) of the image
+   with probability 0.5; pixels rotated in from outside the image are outside the validity mask;
+3. horizontal flip with probability 0.5;
+4. random ``crop×crop`` window; where the scaled image is smaller it is padded. Padding is **not**
    encoded in the labels: the sample carries a separate validity mask (docs/methods.md §1), False on
-   padding. Padded image pixels are 0, padded labels 255, padded soft targets 0.
+   padding (and on rotated-in pixels). Invalid image pixels are 0, their labels 255, soft targets 0.
 
 A sample is a dict of tensors: ``image`` 3×c×c float32 (RGB 0–255), ``labels`` c×c int64 (255 =
 unlabelled), ``valid`` c×c bool, ``index`` int64 and, for soft pseudo-labels, ``probs`` K×c×c float32.
@@ -32,6 +35,7 @@ from torch.utils.data import DistributedSampler
 from wsss.artifacts import IGNORE_INDEX, Artifact
 from wsss.data import Dataset
 from wsss.errors import UserError
+from wsss.training.rotation_blur import BLUR_P, ROTATION_P, gaussian_blur, rotate_maps
 from wsss.validation import check_allocation, check_finite_input, check_seeds_labelled
 
 #: target sources: what a loss trains on
@@ -46,12 +50,22 @@ class AugmentConfig:
         crop_size: side of the square training crop (513, rloss's VOC setting).
         scale_min / scale_max: random scale range (0.5–2.0, rloss / torchvision reference).
         flip: random horizontal flip with probability 0.5.
+        rotation: largest rotation in degrees, drawn uniformly in ``±rotation`` with probability 0.5
+            (0: off, the toolkit default; the URSS code: 10).
+        blur: 5×5 Gaussian blur (σ 1.1) of the image with probability 0.5 (off by default; the URSS code: on).
     """
 
     crop_size: int = 513
     scale_min: float = 0.5
     scale_max: float = 2.0
     flip: bool = True
+    rotation: float = 0.0
+    blur: bool = False
+
+    @classmethod
+    def of(cls, cfg) -> "AugmentConfig":
+        """The augmentation fields of a training configuration (:class:`~wsss.training.segmentation.TrainConfig`)."""
+        return cls(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.rotation, cfg.blur)
 
 
 class TargetSource:
@@ -117,7 +131,7 @@ def augment(
     boundary: np.ndarray | None = None,
     regions: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Scale, flip, crop with padding (see the module docstring).
+    """Scale, rotate and blur (optional), flip, crop with padding (see the module docstring).
 
     Args:
         image: H×W×3 uint8 RGB.
@@ -136,6 +150,9 @@ def augment(
     h, w = labels.shape
     scale = float(rng.uniform(config.scale_min, config.scale_max))
     flip = bool(config.flip and rng.random() < 0.5)
+    # drawn only when enabled: the default augmentation's random stream is unchanged
+    angle = float(rng.uniform(-config.rotation, config.rotation)) if config.rotation > 0 and rng.random() < ROTATION_P else 0.0
+    blur = bool(config.blur and rng.random() < BLUR_P)
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     lab = torch.from_numpy(np.ascontiguousarray(labels))[None, None].float()
     extra = [m for m in (boundary, regions) if m is not None]  # more nearest-neighbour channels of the label map
@@ -151,9 +168,15 @@ def augment(
         lab = F.interpolate(lab, size=(nh, nw), mode="nearest")
         if prb is not None:
             prb = F.interpolate(prb, size=(nh, nw), mode="bilinear", align_corners=False)
+    inside = None  # nh×nw bool: pixels that come from the image (None: all)
+    if angle:
+        img, lab, prb, inside = rotate_maps(img, lab, prb, angle)
+    if blur:
+        img = gaussian_blur(img)
     if flip:
         img, lab = img.flip(-1), lab.flip(-1)
         prb = prb.flip(-1) if prb is not None else None
+        inside = inside.flip(-1) if inside is not None else None
     c = config.crop_size
     # offsets: position of the crop window in the (virtually padded) scaled image
     y0 = int(rng.integers(0, nh - c + 1)) if nh > c else -int(rng.integers(0, c - nh + 1))
@@ -166,20 +189,24 @@ def augment(
     valid = torch.zeros(c, c, dtype=torch.bool)
     out_img[:, dy:dy + hh, dx:dx + ww] = img[0, :, sy:sy + hh, sx:sx + ww]
     out_lab[dy:dy + hh, dx:dx + ww] = lab[0, 0, sy:sy + hh, sx:sx + ww].round().long()
-    valid[dy:dy + hh, dx:dx + ww] = True
+    valid[dy:dy + hh, dx:dx + ww] = True if inside is None else inside[sy:sy + hh, sx:sx + ww]
+    if inside is not None:  # rotated-in pixels: as padding
+        out_img *= valid
+        out_lab[~valid] = IGNORE_INDEX
     sample = {"image": out_img.clamp_(0, 255), "labels": out_lab, "valid": valid}
     if boundary is not None:
         out_b = torch.ones(c, c, dtype=torch.bool)
         out_b[dy:dy + hh, dx:dx + ww] = lab[0, 1, sy:sy + hh, sx:sx + ww] > 0.5
-        sample["boundary"] = out_b
+        sample["boundary"] = out_b | ~valid
     if regions is not None:
         out_r = torch.full((c, c), -1, dtype=torch.int64)
         out_r[dy:dy + hh, dx:dx + ww] = lab[0, -1, sy:sy + hh, sx:sx + ww].round().long()
+        out_r[~valid] = -1  # rotated-in pixels: as padding
         sample["regions"] = out_r
     if prb is not None:
         out_p = torch.zeros(prb.shape[1], c, c)
         out_p[:, dy:dy + hh, dx:dx + ww] = prb[0, :, sy:sy + hh, sx:sx + ww]
-        sample["probs"] = out_p
+        sample["probs"] = out_p * valid
     return sample
 
 

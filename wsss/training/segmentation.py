@@ -11,7 +11,8 @@ by the generic loop :func:`wsss.training.engine.run_task`.
   backbone at ``lr``, ASPP + decoder at ``lr · head_lr_mult`` (10, rloss); poly decay
   ``lr_t = lr (1 − t/T)^0.9`` over ``T = epochs · steps_per_epoch`` optimizer steps
   (:class:`~wsss.training.schedule.PolyLR`; paper: lr 0.0007, power 0.9).
-- Data: :mod:`wsss.training.data` (augmentation and validity mask, order from ``(seed, epoch, index)``).
+- Data: :mod:`wsss.training.data` (augmentation and validity mask, order from ``(seed, epoch, index)``;
+  ``rotation`` and ``blur``: the URSS code's extra augmentations, off by default).
 - Validation (``--val-data``): single-scale mIoU after each epoch on rank 0 (:mod:`wsss.training.validate`).
 """
 
@@ -77,6 +78,8 @@ class TrainConfig:
     scale_min: float = 0.5
     scale_max: float = 2.0
     flip: bool = True
+    rotation: float = 0.0  # off; URSS code: ±10° with p 0.5 (wsss.training.rotation_blur)
+    blur: bool = False  # off; URSS code: 5×5 Gaussian σ 1.1 with p 0.5
     # run
     seed: int = 0
     device: str = "auto"
@@ -99,6 +102,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         ("--head-channels", cfg.head_channels, 1, None, {"integer": True}),
         ("--scale-min", cfg.scale_min, 0, None, {"low_open": True}),
         ("--scale-max", cfg.scale_max, cfg.scale_min, None, {"reason": "at least --scale-min"}),
+        ("--rotate", cfg.rotation, 0, 180),
         ("--warmup-epochs", cfg.warmup_epochs, 0, cfg.epochs, {"integer": True, "reason": "part of --epochs"}),
     ])
     check_crop_memory(cfg, 2)
@@ -190,7 +194,7 @@ class SegmentationTask(TrainingTask):
 
     def trainset(self) -> TrainSet:
         cfg = self.cfg
-        return TrainSet(self.dataset, self.targets, AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip), cfg.seed)
+        return TrainSet(self.dataset, self.targets, AugmentConfig.of(cfg), cfg.seed)
 
     def prepare_validation(self, ctx: DistributedContext) -> None:
         self.val_loader = None

@@ -92,7 +92,7 @@ class URSSTask(SegmentationTask):
 
     def trainset(self) -> TrainSet:
         cfg = self.cfg
-        return BoundaryTrainSet(self.dataset, self.targets, AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip),
+        return BoundaryTrainSet(self.dataset, self.targets, AugmentConfig.of(cfg),
                                 cfg.seed, self.superpixels, self.loss.boundary_width)
 
     def batch_terms(self, model, batch, device, epoch, step, use_amp):
