@@ -108,6 +108,26 @@ def test_resume_reproduces_uninterrupted_run(toy, tmp_path):
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
 
 
+def test_resume_of_a_run_started_before_an_option_existed(toy, tmp_path):
+    """A checkpoint whose recorded options lack a newer option (here --rotate and --blur) resumes when the
+    option is at its default, and is refused when it is not."""
+    _, seeds = toy
+    base = dict(seeds=str(seeds), epochs=2, **TINY)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **base))
+    part = tmp_path / "part"
+    train(TrainConfig(out=str(part), stop_after_epoch=1, **base))
+    state = torch.load(part / "last.pt", weights_only=False)
+    for key in ("rotation", "blur"):
+        del state["config"]["train"][key]
+    torch.save(state, part / "last.pt")
+    with pytest.raises(UserError, match=r"other options \(rotation\)"):
+        train(TrainConfig(out=str(part), resume=True, **{**base, "rotation": 5.0}))
+    train(TrainConfig(out=str(part), resume=True, **base))
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
 def test_resume_before_first_checkpoint_starts_afresh(toy, tmp_path):
     """A run stopped before its first checkpoint holds config.json but no last.pt: --resume restarts
     it from scratch (same weights as an uninterrupted run), a plain start still refuses."""

@@ -155,6 +155,9 @@ def restore_or_create(task: TrainingTask, cfg: Any, run: RunDir, record: dict[st
         state = load_checkpoint(run.last)
         old = state.get("config", {}).get("train", {})
         new = record["train"]
+        # an option added after the run started counts at its default (what the run was trained with)
+        old = {**{f.name: new[f.name] for f in dataclasses.fields(cfg) if f.name not in old and f.name in new
+                  and f.default is not dataclasses.MISSING and new[f.name] == f.default}, **old}
         diff = sorted(k for k in set(_comparable(old)) | set(_comparable(new)) if old.get(k) != new.get(k))
         if diff:
             raise UserError(f"{run.root}: was started with other options ({', '.join(diff)}). "
