@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from wsss.stages import superpixels as superpixels_stage
 from wsss.errors import UserError
 from wsss.parallel import DistributedContext
 from wsss.training import TrainConfig, load_checkpoint, train
 from wsss.training.data import AugmentConfig, augment
 from wsss.training.toy import make_toy_data
 from wsss.training.urss import URSSTask
+from wsss.stages import superpixels as superpixels_stage
 
 TINY = dict(backbone="mobilenet_v2", width_mult=0.25, head_channels=16, batch_size=2, crop_size=40,
             lr=0.001, progress=False, log_every=1, loss="urss")
@@ -77,7 +78,7 @@ def test_phase1_then_phase2_from_exactly_phase1_weights(toy, tmp_path):
           on_step=lambda r: flips.append(r))
     assert flips and all(math.isfinite(r["loss"]) and r["terms"]["ss"] > 0 for r in flips)
 
-    with pytest.raises(UserError, match="another model or class list"):
+    with pytest.raises(UserError, match="another model"):
         URSSTask(TrainConfig(out=str(tmp_path / "p3"), seeds=str(seeds), superpixels=str(sp), init_from=str(run1),
                              loss_options={"phase": 2, "walk": "paper"}, **TINY)).setup(DistributedContext())
 
@@ -141,3 +142,65 @@ def test_resume_of_phase1_and_phase2_reproduces_the_uninterrupted_runs(toy, tmp_
     from wsss.training.urss import draw_transform
 
     assert {draw_transform(0, s)[0] for s in range(load_checkpoint(full2)["step"])} == {"flip", "translation"}
+
+
+@pytest.fixture(scope="module")
+def phase1(toy, tmp_path_factory):
+    data, seeds, sp = toy
+    return train(TrainConfig(out=str(tmp_path_factory.mktemp("p1") / "run"), seeds=str(seeds), superpixels=str(sp),
+                             epochs=1, **TINY))
+
+
+def test_cli_bad_inputs_one_line_exit_2_nothing_written(toy, phase1, tmp_path, monkeypatch):
+    """Superpixels of other images or sizes, a feature grid too large for memory, phase 2 pointed at a run
+    of another backbone, head or class list: one line, exit 2, no run directory."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from wsss.models import random_walk
+    from wsss_cli.main import app
+
+    data, seeds, sp = toy
+    other_size, _ = make_toy_data(tmp_path / "big", n_train=4, n_val=1, size=40)  # same ids, 40² images
+    sp_size = superpixels_stage.run(other_size, tmp_path / "sp-size.h5", split="train", n_segments=20)
+    sp_val = superpixels_stage.run(data, tmp_path / "sp-val.h5", split="val", n_segments=20)
+    renamed = Path(shutil.copytree(data, tmp_path / "renamed"))
+    (renamed / "classes.txt").write_text("background\nball\nbrick\n")
+    pce_run = train(TrainConfig(out=str(tmp_path / "pce"), seeds=str(seeds), epochs=1, **{**TINY, "loss": "pce"}))
+
+    base = ["train", "--loss", "urss", "--seeds", str(seeds), "--epochs", "1", "--batch-size", "2", "--crop-size", "40"]
+    common = base + ["--backbone", "mobilenet_v2", "--width-mult", "0.25", "--head-channels", "16"]
+    phase2 = ["--urss-phase", "2", "--superpixels", str(sp)]
+    cases = [
+        (["--superpixels", str(sp_size)], "has a 40×40 segment map but its seeds are 48×48"),
+        (["--superpixels", str(sp_val)], "has no segments for 4 training images"),
+        (["--superpixels", str(seeds)], "is a 'seeds' artifact"),
+        (["--superpixels", str(tmp_path / "none.h5")], "no such artifact"),
+        (phase2, "Pass --init-from PHASE1_RUN"),
+        (phase2 + ["--init-from", str(pce_run)], "another model (mobilenet_v2 ×0.25, head deeplabv3plus, 3 classes; "
+                                                 "this run: mobilenet_v2 ×0.25, head urss, walk code, 3 classes)"),
+        (phase2 + ["--init-from", str(phase1), "--walk", "paper"], "walk code, 3 classes; this run: mobilenet_v2 ×0.25, "
+                                                                   "head urss, walk paper"),
+        (phase2 + ["--init-from", str(phase1), "--data", str(renamed)], "another class list (3 classes, this dataset 3; "
+                                                                        "class 1: 'disc' vs 'ball')"),
+        (phase2 + ["--init-from", str(tmp_path / "no-run")], "no-run"),
+    ]
+    runner = CliRunner()
+    for i, (extra, reason) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        result = runner.invoke(app, common + ["--out", str(out)] + extra)
+        text = result.output.strip()
+        assert result.exit_code == 2 and "Traceback" not in text and len(text.splitlines()) == 1, (extra, text)
+        assert reason in text, (extra, text)
+        assert not out.exists(), extra
+    backbone = runner.invoke(app, base + ["--backbone", "resnet50", "--weights", "none", "--out", str(tmp_path / "rn")]
+                             + phase2 + ["--init-from", str(phase1)])
+    assert backbone.exit_code == 2 and "resnet50" in backbone.output and not (tmp_path / "rn").exists(), backbone.output
+
+    monkeypatch.setattr(random_walk, "available_bytes", lambda device: 1 << 10)  # 1 KiB free
+    out = tmp_path / "memory"
+    result = runner.invoke(app, common + ["--out", str(out), "--superpixels", str(sp)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "random walk on a 5×5 feature grid" in result.output and "smaller --crop-size" in result.output
+    assert not out.exists()

@@ -265,6 +265,13 @@ class Artifact:
             raise UserError(f"{self.path}: '{name}' of image '{image_id}' is unreadable ({_h5_reason(exc)}). "
                             "The file is damaged: recreate it with the stage that writes it.") from exc
 
+    def shape(self, image_id: str, name: str) -> tuple[int, ...]:
+        """The shape of one stored array, read from the file's metadata (the data is not read)."""
+        group = self._group(image_id)
+        if name not in group:
+            raise UserError(f"{self.path}: image '{image_id}' has no '{name}' dataset. Is this the right kind of artifact?")
+        return tuple(int(n) for n in group[name].shape)
+
     def image_attrs(self, image_id: str) -> dict:
         return {k: _attr(v) for k, v in self._group(image_id).attrs.items() if k != "complete"}
 

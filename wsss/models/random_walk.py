@@ -27,8 +27,10 @@ from wsss.errors import UserError
 WALK_FORMS = ("code", "paper")
 #: N×N float32 matrices alive per image in a training step of the walk with the eigenspace loss: the
 #: energy, the row softmax P, their gradients, and the loss's two softmaxed copies and their logs
-#: (a deliberate over-estimate; the forward pass alone needs 2).
+#: (a deliberate over-estimate).
 MATRICES_PER_IMAGE = 8
+#: the same without gradient (inference): the energy and P
+MATRICES_PER_IMAGE_INFERENCE = 2
 
 
 def walk_bytes(batch: int, positions: int, matrices: int = MATRICES_PER_IMAGE, bytes_per_entry: int = 4) -> int:
@@ -47,17 +49,21 @@ def available_bytes(device: torch.device) -> int:
         return 1 << 62
 
 
-def check_walk_memory(batch: int, grid: tuple[int, int], device: torch.device, limit: int | None = None) -> None:
+def check_walk_memory(batch: int, grid: tuple[int, int], device: torch.device, limit: int | None = None,
+                      training: bool = True) -> None:
     """Raise :class:`UserError` when the walk's matrices for ``batch`` images on a ``grid`` (``h, w``) would
-    not fit in ``limit`` bytes (default: :func:`available_bytes` of ``device``)."""
+    not fit in ``limit`` bytes (default: :func:`available_bytes` of ``device``); ``training``:
+    :data:`MATRICES_PER_IMAGE` matrices per image, else :data:`MATRICES_PER_IMAGE_INFERENCE`."""
     h, w = grid
-    need = walk_bytes(batch, h * w)
+    need = walk_bytes(batch, h * w, MATRICES_PER_IMAGE if training else MATRICES_PER_IMAGE_INFERENCE)
     have = available_bytes(device) if limit is None else int(limit)
     if need > have:
+        fix = ("Use a smaller --crop-size or --batch-size." if training else
+               "Use --window (sliding windows) or smaller --scales.")
         raise UserError(
-            f"--crop-size: the random walk on a {h}×{w} feature grid needs about {need / 2**30:.2f} GiB for "
-            f"{batch} images ({h * w}² entries each), more than the {have / 2**30:.2f} GiB free on {device}. "
-            "Use a smaller --crop-size or --batch-size."
+            f"{'--crop-size' if training else '--scales'}: the URSS random walk on a {h}×{w} feature grid needs about "
+            f"{need / 2**30:.2f} GiB for {batch} images ({h * w}² entries each), more than the {have / 2**30:.2f} GiB "
+            f"free on {device}. {fix}"
         )
 
 
@@ -96,7 +102,7 @@ class RandomWalk(nn.Module):
 
     def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
         b, d, h, w = f.shape
-        check_walk_memory(b, (h, w), f.device, self.memory_limit)
+        check_walk_memory(b, (h, w), f.device, self.memory_limit, training=torch.is_grad_enabled())
         e = self.energy(f)
         p = torch.softmax(e, dim=-1)
         v = self.value(f) if self.form == "code" else f
@@ -104,4 +110,4 @@ class RandomWalk(nn.Module):
         return self.alpha.to(f.dtype) * walked + f, e
 
 
-__all__ = ["MATRICES_PER_IMAGE", "WALK_FORMS", "RandomWalk", "available_bytes", "check_walk_memory", "walk_bytes"]
+__all__ = ["MATRICES_PER_IMAGE", "MATRICES_PER_IMAGE_INFERENCE", "WALK_FORMS", "RandomWalk", "available_bytes", "check_walk_memory", "walk_bytes"]

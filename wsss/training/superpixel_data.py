@@ -2,7 +2,8 @@
 low-level regions: URSS (pseudo-boundaries, :mod:`wsss.training.urss`) and SPML (region ids,
 :mod:`wsss.training.spml`).
 
-- :func:`open_superpixels`: the artifact, checked to hold every training image.
+- :func:`open_superpixels`: the artifact, checked to hold every training image (and, given the seeds, to
+  match their sizes).
 - :class:`SuperpixelTrainSet`: :class:`~wsss.training.data.TrainSet` samples plus the image's segment map,
   checked against the image size and scaled / flipped / cropped with it by nearest neighbour:
   ``boundary`` (c×c bool, True on the map's boundaries of width ``boundary_width`` and on padding) and / or
@@ -21,9 +22,12 @@ from wsss.errors import UserError
 from wsss.training.data import AugmentConfig, TrainSet, augment
 
 
-def open_superpixels(path: str | None, image_ids: Sequence[str], loss: str, purpose: str) -> Artifact:
+def open_superpixels(path: str | None, image_ids: Sequence[str], loss: str, purpose: str,
+                     seeds: Artifact | None = None) -> Artifact:
     """The ``superpixels`` artifact at ``path`` holding every id of ``image_ids`` (:class:`UserError`
-    otherwise, or when ``path`` is None; ``loss`` and ``purpose`` word the message)."""
+    otherwise, or when ``path`` is None; ``loss`` and ``purpose`` word the message). With ``seeds`` (an
+    artifact with a ``label`` map per image) every segment map must also have its image's seed map size,
+    checked from the files' metadata (no map is read), so a mismatch is refused before training starts."""
     if path is None:
         raise UserError(f"--loss {loss}: needs {purpose}. Pass --superpixels SUPERPIXELS.h5 (from wsss superpixels).")
     artifact = Artifact(path, "superpixels")
@@ -32,6 +36,11 @@ def open_superpixels(path: str | None, image_ids: Sequence[str], loss: str, purp
     if missing:
         raise UserError(f"{path}: has no segments for {len(missing)} training images (e.g. {missing[0]}). "
                         "Run wsss superpixels on the dataset of the seeds.")
+    for image_id in image_ids if seeds is not None else ():
+        shape, want = artifact.shape(image_id, "segments"), seeds.shape(image_id, "label")
+        if shape != want:
+            raise UserError(f"{path}: image '{image_id}' has a {shape[1]}×{shape[0]} segment map but its seeds are "
+                            f"{want[1]}×{want[0]}. Recompute it with wsss superpixels on the dataset of the seeds.")
     return artifact
 
 

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from wsss.artifacts import Artifact
+from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.losses.urss import GridTransform
 from wsss.losses.urss_defaults import TRANSLATION_SHIFT_465
 from wsss.models import ModelConfig, empty_model
+from wsss.models.random_walk import check_walk_memory
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig, TrainSet
 from wsss.training.run import load_checkpoint
@@ -49,6 +51,12 @@ class BoundaryTrainSet(SuperpixelTrainSet):
         super().__init__(dataset, targets, augment_config, seed, superpixels, boundary_width=width)
 
 
+def describe_model(config: ModelConfig) -> str:
+    """``backbone ×width, head, walk, K classes`` of a model configuration (error messages)."""
+    walk = f", walk {config.walk}" if config.head == "urss" else ""
+    return f"{config.backbone} ×{config.width_mult:g}, head {config.head}{walk}, {config.num_classes} classes"
+
+
 def draw_transform(seed: int, step: int) -> tuple[str, bool]:
     """``(kind, first)`` of one step: flip or translation (50/50), the kept rows first or last (50/50)."""
     rng = np.random.default_rng([int(seed), int(step), 17])
@@ -61,22 +69,30 @@ class URSSTask(SegmentationTask):
     def setup(self, ctx: DistributedContext) -> None:
         super().setup(ctx)
         cfg, loss = self.cfg, self.loss
-        self.superpixels = open_superpixels(cfg.superpixels, self.targets.ids, "urss", "the pseudo-boundaries")
+        self.superpixels = open_superpixels(cfg.superpixels, self.targets.ids, "urss", "the pseudo-boundaries",
+                                            seeds=self.targets.artifact)
         self.inputs = list(self.inputs) + [self.superpixels.provenance()]
         self.model_config = ModelConfig(num_classes=self.dataset.num_classes, backbone=cfg.backbone, output_stride=8,
                                         width_mult=cfg.width_mult, head_channels=cfg.head_channels, head="urss",
                                         walk=loss.walk)
+        grid = -(-cfg.crop_size // 8)  # the stride-8 feature grid of a crop (59 at 465)
+        check_walk_memory(cfg.batch_size, (grid, grid), resolve_device(cfg.device))
         self.init_state = None
         if loss.phase == 2 and cfg.init_from is None:
             raise UserError("--urss-phase 2: starts from the phase-1 weights. Pass --init-from PHASE1_RUN.")
         if cfg.init_from is not None:
             state = load_checkpoint(cfg.init_from)
             old = ModelConfig(**state.get("model_config", {"num_classes": 0}))
-            if old != self.model_config or list(state.get("classes", [])) != list(self.dataset.classes):
-                raise UserError(f"{cfg.init_from}: was trained with another model or class list ({old.backbone}, "
-                                f"head {old.head}, walk {old.walk}, {len(state.get('classes', []))} classes; this run: "
-                                f"{cfg.backbone}, urss, {loss.walk}, {len(self.dataset.classes)}). "
-                                "Pass a phase-1 run of --loss urss with the same --backbone, --walk and dataset.")
+            if old != self.model_config:
+                raise UserError(f"{cfg.init_from}: was trained with another model ({describe_model(old)}; this run: "
+                                f"{describe_model(self.model_config)}). Pass a phase-1 run of --loss urss with the same "
+                                "--backbone, --width-mult, --walk and dataset.")
+            classes, mine = list(state.get("classes", [])), list(self.dataset.classes)
+            if classes != mine:
+                i = next((i for i, (a, b) in enumerate(zip(classes, mine)) if a != b), min(len(classes), len(mine)))
+                raise UserError(f"{cfg.init_from}: was trained on another class list ({len(classes)} classes, this "
+                                f"dataset {len(mine)}; class {i}: {classes[i] if i < len(classes) else 'none'!r} vs "
+                                f"{mine[i] if i < len(mine) else 'none'!r}). Pass a phase-1 run on the same dataset.")
             self.init_state = state["model"]
             self.inputs.append({"path": str(cfg.init_from), "kind": "run", "epoch": int(state.get("epoch", 0))})
 
@@ -134,4 +150,4 @@ def urss_terms(model, loss, image, labels, valid, boundary, seed: int, step: int
     return terms
 
 
-__all__ = ["BoundaryTrainSet", "URSSTask", "draw_transform", "translation_shift", "urss_terms"]
+__all__ = ["BoundaryTrainSet", "URSSTask", "describe_model", "draw_transform", "translation_shift", "urss_terms"]
