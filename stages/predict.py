@@ -7,6 +7,12 @@ the logits is resized back to ``H×W`` (bilinear, ``align_corners=True`` as the 
 upsampling), and with ``flip`` the mirrored image's probabilities are mirrored back and averaged
 too (``2·len(scales)`` passes). The pass loop is :func:`wsss.inference.multiscale_flip_sum`.
 
+Options of the URSS code's inference (Pan et al. 2021; docs/methods.md §9), off by default:
+``long_side`` (scales relative to a long side of that many pixels, :func:`wsss.inference.long_side_size`)
+and ``window`` / ``window_stride`` (each pass as the mean over sliding ``window×window`` crops,
+:func:`wsss.inference.sliding_window_mean`; stride default ⌈2·window/3⌉). The URSS code's setting is
+``scales 0.5, 0.75, …, 2``, ``long_side 512``, ``window 465``, no flip.
+
 Images: ``data`` / ``layout`` / ``split`` where given, else the dataset recorded in the checkpoint
 (the training images; ``split`` overrides its split). Images are independent: ``--workers``
 processes (CPU) or ``torchrun`` ranks (one GPU each) split them, and the artifact does not depend on
@@ -29,12 +35,13 @@ from torch import Tensor, nn
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.devices import resolve_device
 from wsss.errors import UserError
-from wsss.inference import multiscale_flip_sum, scaled_size
+from wsss.inference import default_window_stride, long_side_size, multiscale_flip_sum, scaled_size, sliding_window_mean
 from wsss.models import ModelConfig, empty_model
 from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
-from wsss.validation import check_finite_arrays, check_pass_memory, check_scales
+from wsss.models.random_walk import check_walk_memory
+from wsss.validation import check_finite_arrays, check_numbers, check_pass_memory, check_scales
 
 
 @dataclass
@@ -48,6 +55,9 @@ class PredictConfig:
     split: str | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    long_side: int | None = None  # scales relative to this long side (URSS code: 512); None: the image's size
+    window: int | None = None  # sliding-window side (URSS code: 465); None: whole image per pass
+    window_stride: int | None = None  # None: ⌈2·window/3⌉ (URSS code)
     device: str = "auto"
     workers: int = 1
     resume: bool = False
@@ -97,14 +107,18 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, image: Tensor, scales: Sequence[float] = (1.0,), flip: bool = False) -> Tensor:
-    """Class probabilities averaged over scales and flips.
+def predict_probs(model: nn.Module, image: Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
+                  long_side: int | None = None, window: int | None = None, window_stride: int | None = None) -> Tensor:
+    """Class probabilities averaged over scales and flips (and sliding windows).
 
     Args:
         model: maps ``B×3×h×w`` RGB 0–255 to ``B×K×h×w`` logits.
         image: ``B×3×H×W`` float RGB 0–255.
-        scales: resize factors.
+        scales: resize factors (of the image's size, or of ``long_side``).
         flip: also average the horizontally mirrored image.
+        long_side: scales relative to an image whose long side is this many pixels (None: the image's size).
+        window: side of the sliding windows of each pass (None: the whole image at once).
+        window_stride: step between windows (None: :func:`wsss.inference.default_window_stride`).
 
     Returns:
         ``B×K×H×W`` float32 probabilities.
@@ -112,12 +126,30 @@ def predict_probs(model: nn.Module, image: Tensor, scales: Sequence[float] = (1.
     full = tuple(image.shape[-2:])
 
     def image_at(scale: float) -> Tensor:
-        size = scaled_size(full, scale)
+        size = scaled_size(full, scale) if long_side is None else long_side_size(full, long_side, scale)
         return image if size == full else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
 
-    total, passes = multiscale_flip_sum(lambda x: torch.softmax(model(x).float(), dim=1), image_at, full, scales,
-                                        flip, align_corners=True)
+    def probs(x: Tensor) -> Tensor:
+        return torch.softmax(model(x).float(), dim=1)
+
+    forward = probs
+    if window is not None:
+        stride = window_stride or default_window_stride(window)
+
+        def forward(x: Tensor) -> Tensor:
+            return sliding_window_mean(probs, x, window, stride)
+
+    total, passes = multiscale_flip_sum(forward, image_at, full, scales, flip, align_corners=True)
     return total / passes
+
+
+def pass_sizes(shape: tuple[int, int], cfg: "PredictConfig") -> list[tuple[int, int]]:
+    """``(h, w)`` of the network input of each scale's pass (a window where ``cfg.window`` is set)."""
+    sizes = [scaled_size(shape, s) if cfg.long_side is None else long_side_size(shape, cfg.long_side, s)
+             for s in cfg.scales]
+    if cfg.window is not None:
+        sizes = [(cfg.window, cfg.window) for _ in sizes]
+    return sizes
 
 
 def open_images(meta: dict[str, Any], data: str | None, layout: str | None, split: str | None) -> Dataset:
@@ -137,6 +169,11 @@ def open_images(meta: dict[str, Any], data: str | None, layout: str | None, spli
 def run(cfg: PredictConfig) -> Path:
     """Write the predictions artifact; returns its path."""
     check_scales("--scales", cfg.scales)
+    check_numbers([("--long-side", cfg.long_side, 1, None, {"integer": True}),
+                   ("--window", cfg.window, 8, None, {"integer": True}),
+                   ("--window-stride", cfg.window_stride, 1, cfg.window, {"integer": True, "reason": "at most --window"})])
+    if cfg.window_stride is not None and cfg.window is None:
+        raise UserError("--window-stride: needs --window. Pass --window SIDE or drop --window-stride.")
     ckpt = resolve_checkpoint(cfg.checkpoint)
     device = resolve_device(cfg.device, cfg.workers)
     model, meta = load_model(ckpt, device, initial_classifier=cfg.initial_classifier)
@@ -149,10 +186,14 @@ def run(cfg: PredictConfig) -> Path:
 
     def one(image_id: str):
         array = dataset.load_image(image_id)
-        check_pass_memory("--scales", array.shape[:2], scales, len(classes), device if device.type == "cuda" else None,
-                          image_id)
+        shape = array.shape[:2]
+        effective = scales if cfg.long_side is None else tuple(s * cfg.long_side / max(shape) for s in scales)
+        check_pass_memory("--scales", shape, effective, len(classes), device if device.type == "cuda" else None, image_id)
+        if getattr(model.config, "head", None) == "urss":  # the walk's N×N matrices of the largest pass
+            h, w = max(pass_sizes(shape, cfg), key=lambda hw: hw[0] * hw[1])
+            check_walk_memory(1, (-(-h // 8), -(-w // 8)), device, training=False)
         image = torch.from_numpy(array).permute(2, 0, 1)[None].float().to(device)
-        probs = predict_probs(model, image, scales, cfg.flip)[0]
+        probs = predict_probs(model, image, scales, cfg.flip, cfg.long_side, cfg.window, cfg.window_stride)[0]
         arrays = {"scores": probs.cpu().numpy().astype(np.float16), "label": probs.argmax(0).cpu().numpy().astype(np.uint8)}
         check_finite_arrays(cfg.out, image_id, arrays)
         return arrays, None

@@ -95,3 +95,66 @@ def test_predict_refuses_a_cam_classifier_run(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": "cam", "model": {}}, tmp_path / "last.pt")
     with pytest.raises(UserError, match="wsss cam export"):
         load_model(tmp_path)
+
+
+def test_window_starts_cover_the_side_and_end_flush():
+    from wsss.inference import default_window_stride, window_starts
+
+    assert default_window_stride(465) == 310  # ⌈465·2/3⌉, the URSS code
+    assert window_starts(465, 465, 310) == [0] and window_starts(100, 465, 310) == [0]
+    assert window_starts(1024, 465, 310) == [0, 310, 559]  # ⌈(1024 − 465)/310⌉ + 1 = 3 windows, the last flush
+    assert window_starts(775, 465, 310) == [0, 310]
+
+
+def _direct_windowed(model, image, window, stride, long_side, scales):
+    """The URSS inference written out per pixel: for each scale the image resized to a long side of
+    scale·long_side, padded at the bottom/right to the window; every window start along a side is
+    k·stride for k = 0, 1, … while the window still starts inside, plus the flush last one; each pixel's
+    probabilities averaged over the windows containing it; back to H×W (bilinear, corners aligned), mean
+    over scales."""
+    import math
+
+    import torch.nn.functional as F
+
+    _, _, big_h, big_w = image.shape
+    result = torch.zeros(1, 4, big_h, big_w, dtype=torch.float64)
+    for scale in scales:
+        f = scale * long_side / max(big_h, big_w)
+        h, w = max(1, round(big_h * f)), max(1, round(big_w * f))
+        x = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+        ph, pw = max(h, window), max(w, window)
+        padded = torch.zeros(1, 3, ph, pw)
+        padded[:, :, :h, :w] = x
+
+        def starts(n):
+            out = [k * stride for k in range(n) if k * stride + window <= n]
+            return out + ([n - window] if out[-1] + window < n else [])
+
+        outputs = {(y0, x0): torch.softmax(model(padded[:, :, y0:y0 + window, x0:x0 + window]), 1)[0].double()
+                   for y0 in starts(ph) for x0 in starts(pw)}
+        probs = torch.zeros(1, 4, h, w, dtype=torch.float64)
+        for i in range(h):
+            for j in range(w):
+                hits = [o[:, i - y0, j - x0] for (y0, x0), o in outputs.items()
+                        if y0 <= i < y0 + window and x0 <= j < x0 + window]
+                probs[0, :, i, j] = torch.stack(hits).mean(0)
+        result += F.interpolate(probs, size=(big_h, big_w), mode="bilinear", align_corners=True)
+        assert math.isclose(max(h, w), scale * long_side, abs_tol=0.5)
+    return result / len(scales)
+
+
+def test_sliding_windows_and_long_side_scales_equal_a_direct_computation():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1))  # window borders matter
+    image = torch.rand(1, 3, 21, 30) * 255
+    with torch.no_grad():
+        got = predict_probs(model, image, scales=(0.5, 1.0, 1.5), long_side=24, window=10, window_stride=7)
+        want = _direct_windowed(model, image, window=10, stride=7, long_side=24, scales=(0.5, 1.0, 1.5))
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+        # one window that holds the whole image: the plain pass; long side = the image's: plain scales
+        torch.testing.assert_close(predict_probs(model, image, window=30, window_stride=30)[:, :, :21],
+                                   _direct_windowed(model, image, 30, 30, 30, (1.0,)).float(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(predict_probs(model, image, scales=(0.5, 1.0), long_side=30),
+                                   predict_probs(model, image, scales=(0.5, 1.0)))
+        square = image[:, :, :, :21]
+        torch.testing.assert_close(predict_probs(model, square, window=21), predict_probs(model, square))

@@ -204,3 +204,21 @@ def test_cli_bad_inputs_one_line_exit_2_nothing_written(toy, phase1, tmp_path, m
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "random walk on a 5×5 feature grid" in result.output and "smaller --crop-size" in result.output
     assert not out.exists()
+
+
+def test_predict_a_urss_run_with_the_urss_inference_and_refuse_a_grid_too_large(toy, phase1, tmp_path, monkeypatch):
+    from wsss.artifacts import Artifact
+    from wsss.models import random_walk
+    from wsss.stages import predict
+
+    data, _, _ = toy
+    cfg = predict.PredictConfig(checkpoint=str(phase1), out=str(tmp_path / "p.h5"), data=str(data), split="val",
+                                scales=(0.5, 1.0, 1.5), long_side=48, window=40, device="cpu")
+    art = Artifact(predict.run(cfg), "predictions")
+    scores = art.read(art.ids[0], "scores").astype(np.float32)
+    assert scores.shape == (3, 48, 48) and np.allclose(scores.sum(0), 1, atol=1e-2)
+    monkeypatch.setattr(random_walk, "available_bytes", lambda device: 1 << 10)
+    with pytest.raises(UserError, match=r"--scales: the URSS random walk on a 9×9 feature grid .* Use --window"):
+        predict.run(predict.PredictConfig(checkpoint=str(phase1), out=str(tmp_path / "q.h5"), data=str(data), split="val",
+                                          scales=(1.5,), device="cpu"))
+    assert not (tmp_path / "q.h5").exists()
