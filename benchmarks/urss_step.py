@@ -1,22 +1,24 @@
 """Time of one ``--loss urss`` training step (phase 1 and phase 2) relative to a ``pce`` step.
 
 Same URSS network (:class:`wsss.models.urss_net.URSSNet`), same batch; a step is forward + terms
-(+ the no-gradient second forward and the eigenspace term in phase 2, transform drawn as in training)
+(+ the no-gradient second forward and the eigenspace term in phase 2, timed for each transform)
 + backward + SGD update. A DeepLabV3+ ``pce`` step on the same batch is timed too, for reference.
-Prints the median time of each and the ratios, measured in the same run.
+Prints the best-of-``--repeats`` time of each (after one warm-up step; :mod:`timing`) and the ratios,
+measured in the same run.
 
     python benchmarks/urss_step.py                          # MobileNetV2 x0.5, batch 2, 96², CPU
+    python benchmarks/urss_step.py --clock process          # CPU time (steadier on a shared machine)
     python benchmarks/urss_step.py --device cuda --backbone resnet50 --size 465 --batch 8
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import itertools
 import warnings
 
 import torch
+from timing import CLOCKS, best_of
 
 
 def main() -> None:
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or this process's CPU time")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -54,34 +57,32 @@ def main() -> None:
     def pce(net):
         return lambda step: {"pce": partial_ce_term(net(image), labels, valid)}
 
-    def urss(net, phase):
-        loss = URSSLoss(phase=phase)
+    def urss(net, phase, transform=None):
+        loss = URSSLoss(phase=phase, transform=transform)
         return lambda step: urss_terms(net, loss, image, labels, valid, boundary, seed=0, step=step)
 
-    cases = {"deeplab pce": (nets["deeplab"], pce(nets["deeplab"])), "urss-net pce": (nets["urss"], pce(nets["urss"])),
-             "urss phase 1": (nets["urss"], urss(nets["urss"], 1)), "urss phase 2": (nets["urss"], urss(nets["urss"], 2))}
+    net = nets["urss"]
+    cases = {"deeplab pce": (nets["deeplab"], pce(nets["deeplab"])), "urss-net pce": (net, pce(net)),
+             "urss phase 1": (net, urss(net, 1)), "phase 2 flip": (net, urss(net, 2, "flip")),
+             "phase 2 transl.": (net, urss(net, 2, "translation"))}
     times = {}
     for name, (net, terms_of) in cases.items():
         opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9)
         net.train()
-        samples = []
-        for step in range(args.repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            objective, _ = reduce_terms(terms_of(step))
+        steps = itertools.count()
+
+        def one_step():
+            objective, _ = reduce_terms(terms_of(next(steps)))
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if step:  # the first step warms up
-                samples.append(time.perf_counter() - t0)
-        times[name] = statistics.median(samples)
+
+        times[name] = best_of(one_step, args.repeats, device, CLOCKS[args.clock])
     base = times["urss-net pce"]
-    print(f"batch {b} × {s}², {args.backbone} x{args.width_mult}, {device}")
+    print(f"batch {b} × {s}², {args.backbone} x{args.width_mult}, {device}, {args.clock} clock, best of {args.repeats}, "
+          f"{torch.get_num_threads()} threads")
     for name, t in times.items():
-        print(f"{name:14s} {t * 1e3:9.1f} ms   {t / base:5.2f} × urss-net pce")
+        print(f"{name:15s} {t * 1e3:9.1f} ms   {t / base:5.2f} × urss-net pce")
 
 
 if __name__ == "__main__":
