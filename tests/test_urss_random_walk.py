@@ -70,3 +70,22 @@ def test_walk_refuses_a_grid_that_does_not_fit():
         block(torch.zeros(1, 4, 6, 6))
     with pytest.raises(UserError, match="--walk"):
         RandomWalk(4, form="dense")
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet50", "resnet101", "mobilenet_v2"])
+def test_urss_network_on_each_backbone_has_the_stride_8_grid(backbone):
+    """The URSS network builds on every backbone of the toolkit at output stride 8: logits at input size,
+    the walk's energy on the ⌈size/8⌉² grid (the estimate wsss train's memory check uses), α starting at 0."""
+    import warnings
+
+    from wsss.models import ModelConfig, empty_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = empty_model(ModelConfig(num_classes=3, backbone=backbone, output_stride=8, head="urss")).eval()
+    assert float(net.walk.alpha) == 0.0
+    with torch.no_grad():
+        for size in (64, 65):
+            logits, energy, grid = net(torch.rand(1, 3, size, size) * 255, with_energy=True)
+            n = -(-size // 8)
+            assert logits.shape == (1, 3, size, size) and grid == (n, n) and energy.shape == (1, n * n, n * n)
