@@ -137,8 +137,7 @@ class SPMLTask(SegmentationTask):
 
     def trainset(self) -> SuperpixelTrainSet:
         cfg = self.cfg
-        return SuperpixelTrainSet(self.dataset, self.targets, AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max,
-                                  cfg.flip), cfg.seed, self.superpixels, regions=True)
+        return SuperpixelTrainSet(self.dataset, self.targets, AugmentConfig.of(cfg), cfg.seed, self.superpixels, regions=True)
 
     def validate(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
         if self.val_loader is None:
