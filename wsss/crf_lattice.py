@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from wsss.filters import PermutohedralLattice, image_features
+from wsss.filters.lattice_sum import LatticeSum
 
-__all__ = ["lattice_crf", "lattice_crf_numpy", "normalized_kernels"]
+__all__ = ["lattice_crf", "lattice_crf_numpy", "message_operator", "normalized_kernels"]
 
 #: added to the lattice degree before ``x^{-1/2}``, as pydensecrf2 does
 DEGREE_FLOOR = 1e-20
@@ -63,6 +64,15 @@ def normalized_kernels(images: torch.Tensor, params) -> list:
     return kernels
 
 
+def message_operator(kernels: list) -> LatticeSum:
+    """``x ↦ Σ_m compat_m · K̂_m x`` (``K̂_m = D_m^{-1/2} K̃_m D_m^{-1/2}``) for ``N×K`` float32 ``x``,
+    both kernels in one splat, blur and slice (:class:`~wsss.filters.lattice_sum.LatticeSum`; the
+    degree scalings and weights are folded into its splat and slice weights)."""
+    return LatticeSum([lat for _, lat, _ in kernels],
+                      in_scales=[norm for _, _, norm in kernels],
+                      out_scales=[compat * norm for compat, _, norm in kernels], dtype=torch.float32)
+
+
 def lattice_crf(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tensor:
     """Mean-field marginals of the fully connected CRF for a batch of images.
 
@@ -86,11 +96,10 @@ def lattice_crf(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tens
         q = torch.softmax(neg_unary, dim=1)
         if params.iterations > 0:
             kernels = normalized_kernels(images.to(torch.float32), params)
-            for _ in range(params.iterations):
-                logits = neg_unary.clone()
-                for compat, lattice, norm in kernels:
-                    logits.addcmul_(lattice.filter(q * norm), norm, value=compat)
-                q = torch.softmax(logits, dim=1)
+            if kernels:
+                messages = message_operator(kernels)
+                for _ in range(params.iterations):
+                    q = torch.softmax(messages(q).add_(neg_unary), dim=1)
     return q.view(b, h, w, k).permute(0, 3, 1, 2).contiguous()
 
 

@@ -27,8 +27,10 @@ times a fitted correction ``SCALE_FIT`` (docs/bilateral.md).
 from __future__ import annotations
 
 import math
-import warnings
+
 import torch
+
+from wsss.filters.lattice_sum import Bags, LatticeSum
 
 __all__ = ["PermutohedralLattice", "SCALE_FIT"]
 
@@ -224,56 +226,45 @@ class PermutohedralLattice:
         entry += torch.arange(n * q, device=dev)  # position in pperm of each entry's point
         self._splat_col = pperm.index_select(0, entry)
         self._splat_perm = torch.repeat_interleave(eperm - pair_s * q, count).add_(self._splat_col, alpha=q)
-        self._splat_crow = torch.full((m + 2,), n * q, dtype=torch.int64, device=dev)
+        self._splat_crow = torch.full((m + 1,), n * q, dtype=torch.int64, device=dev)  # bag offsets
         self._splat_crow[:m] = offset[torch.nonzero(first, as_tuple=False).squeeze(1)]
-        self._slice_crow = torch.arange(0, n * q + 1, q, dtype=torch.int64, device=dev)
-        self._mats: dict = {}
+        self._ops: dict = {}  # LatticeSum of this lattice per dtype
+        self._blur: dict = {}  # blur_bags per direction
         self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
         vol = q ** (d - 0.5) / inv_std**d
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
 
-    @staticmethod
-    def _csr(crow, col, val, size) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+    def splat_bags(self) -> Bags:
+        """Splat layout: ``M`` bags (one per vertex) of the points in it, ``N·(D+1)`` entries in
+        vertex order, float64 barycentric weights."""
+        return Bags(self._splat_col, self._splat_crow, self.bary.reshape(-1).index_select(0, self._splat_perm))
 
-    def _matrices(self, dtype: torch.dtype):
-        """Cached ``(splat (M+1)×N, slice N×(M+1))`` CSR matrices of ``dtype``."""
-        mats = self._mats.get(dtype)
-        if mats is None:
-            n, q = self.vert.shape
-            m = self.num_vertices
-            w = torch.empty(n, q, dtype=dtype, device=self.bary.device).copy_(self.bary).view(-1)
-            splat = self._csr(self._splat_crow, self._splat_col, w.index_select(0, self._splat_perm), (m + 1, n))
-            slc = self._csr(self._slice_crow, self.vert.reshape(-1), w, (n, m + 1))
-            mats = (splat, slc)
-            self._mats[dtype] = mats
-        return mats
+    def blur_bags(self, j: int) -> Bags:
+        """``B_j = [1/4, 1/2, 1/4]`` along ``u_j`` as ``M`` bags: the vertex itself (1/2) and its
+        populated neighbours ``v ± u_j`` (1/4 each; mass sent to unpopulated vertices is dropped)."""
+        if j in self._blur:
+            return self._blur[j]
+        m = self.num_vertices
+        dev = self.vert.device
+        idx = torch.stack([torch.arange(m, device=dev), self.nbr_minus[j, :m], self.nbr_plus[j, :m]], 1)
+        keep = idx < m
+        offsets = torch.zeros(m + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(keep.sum(1), 0, out=offsets[1:])
+        weights = torch.full((int(offsets[-1]),), 0.25, dtype=torch.float64, device=dev)
+        weights[offsets[:-1]] = 0.5  # the first entry of each bag is the vertex itself
+        self._blur[j] = Bags(idx.masked_select(keep), offsets, weights)
+        return self._blur[j]
 
     def filter(self, rows: torch.Tensor) -> torch.Tensor:
-        """Gaussian transform of ``N×C`` values (float32/float64): returns ``N×C``, same dtype."""
-        splat, slc = self._matrices(rows.dtype)
-        lat = splat @ rows  # (M+1)×C, last row 0
-        lat = self._blur(lat)
-        return (slc @ lat) * self.norm
+        """Gaussian transform of ``N×C`` values (float32/float64): returns ``N×C``, same dtype.
 
-    def _blur(self, lat: torch.Tensor) -> torch.Tensor:
-        """Symmetrized blur ``½(B_0…B_D + B_D…B_0)``, ``B_j = [1/4, 1/2, 1/4]`` along ``u_j``.
-
-        ``lat``: ``(M+1)×C`` (last row zero). Returns ``(M+1)×C``. Each ``B_j`` is symmetric (the
-        neighbour relation is), so the average of the two orders is symmetric.
-        """
-        q = self.d + 1
-        out = None
-        for order in (range(q), range(q - 1, -1, -1)):
-            v = lat
-            for j in order:
-                t = torch.index_select(v, 0, self.nbr_plus[j])
-                t.add_(torch.index_select(v, 0, self.nbr_minus[j])).mul_(0.25)
-                v = t.add_(v, alpha=0.5)
-            out = v if out is None else out.add_(v)
-        return out.mul_(0.5)
+        Splat, symmetrized blur ``½(B_0…B_D + B_D…B_0)``, slice and ``norm`` as one
+        :class:`~wsss.filters.lattice_sum.LatticeSum` (layout cached per dtype)."""
+        op = self._ops.get(rows.dtype)
+        if op is None:
+            op = LatticeSum([self], dtype=rows.dtype)
+            self._ops[rows.dtype] = op
+        return op(rows)
 
     def self_weight(self) -> torch.Tensor:
         """``N`` float64: the exact diagonal ``W̃_pp`` of this lattice operator.

@@ -1,17 +1,20 @@
-"""The permutohedral lattice build of wsss 0.1 (one sort of all ``N·(D+1)`` vertex keys), kept as a
-reference: tests check that :class:`wsss.filters.PermutohedralLattice` builds the same operator, and
-``benchmarks/bilateral.py`` times the two builds in one run. Not used by the toolkit otherwise.
+"""The permutohedral lattice build of wsss 0.1 (one sort of all ``N·(D+1)`` vertex keys) and the
+CSR / ``index_select`` filtering of wsss 0.1–0.2 (:func:`csr_filter`), kept as references: tests check
+that :class:`wsss.filters.PermutohedralLattice` builds and applies the same operator, and
+``benchmarks/bilateral.py`` / ``benchmarks/crf_engines.py`` time old and new in one run. Not used by
+the toolkit otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from wsss.filters.permutohedral import SCALE_FIT, PermutohedralLattice
 
-__all__ = ["ReferenceLattice"]
+__all__ = ["ReferenceLattice", "csr_filter"]
 
 
 class ReferenceLattice(PermutohedralLattice):
@@ -133,25 +136,55 @@ class ReferenceLattice(PermutohedralLattice):
         self.nbr_minus = nbr_minus
         vol = q ** (d - 0.5) / inv_std**d
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
-        # Splat / slice as CSR matrices (fastest on CPU and CUDA): splat (M+1)×N, slice N×(M+1).
-        self._splat_crow = torch.full((m + 2,), n * q, dtype=torch.int64, device=dev)
-        self._splat_crow[:m] = torch.nonzero(first, as_tuple=False).squeeze(1)
+        # Splat layout (bags of points per vertex, in vertex order).
+        self._splat_crow = torch.nonzero(first, as_tuple=False).squeeze(1)
+        self._splat_crow = torch.cat([self._splat_crow, self._splat_crow.new_full((1,), n * q)])
         self._splat_col = torch.div(perm, q, rounding_mode="floor")
         self._splat_perm = perm
-        self._slice_crow = torch.arange(0, n * q + 1, q, dtype=torch.int64, device=dev)
+        self._ops: dict = {}
+        self._blur: dict = {}
         self._mats: dict = {}
 
+    def filter(self, rows: torch.Tensor) -> torch.Tensor:
+        """Gaussian transform of ``N×C`` values, the 0.1 way (:func:`csr_filter`)."""
+        return csr_filter(self, rows)
 
-    def _matrices(self, dtype: torch.dtype):
-        """Cached ``(splat (M+1)×N, slice N×(M+1))`` CSR matrices of ``dtype`` (0.1: the splat values
-        gathered by advanced indexing)."""
-        mats = self._mats.get(dtype)
-        if mats is None:
-            n, q = self.vert.shape
-            m = self.num_vertices
-            w = self.bary.to(dtype).reshape(-1)
-            splat = self._csr(self._splat_crow, self._splat_col, w[self._splat_perm], (m + 1, n))
-            slc = self._csr(self._slice_crow, self.vert.reshape(-1), w, (n, m + 1))
-            mats = (splat, slc)
-            self._mats[dtype] = mats
-        return mats
+
+def _csr(crow, col, val, size) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+
+
+def _csr_matrices(lattice, dtype: torch.dtype):
+    """Cached ``(splat (M+1)×N, slice N×(M+1))`` CSR matrices of ``dtype`` (row ``M``: the missing
+    neighbour, all zero)."""
+    mats = lattice.__dict__.setdefault("_mats", {})
+    if dtype not in mats:
+        n, q = lattice.vert.shape
+        m = lattice.num_vertices
+        w = lattice.bary.to(dtype).reshape(-1)
+        crow = torch.cat([lattice._splat_crow, lattice._splat_crow[-1:]])
+        splat = _csr(crow, lattice._splat_col, w[lattice._splat_perm], (m + 1, n))
+        slice_crow = torch.arange(0, n * q + 1, q, dtype=torch.int64, device=w.device)
+        slc = _csr(slice_crow, lattice.vert.reshape(-1), w, (n, m + 1))
+        mats[dtype] = (splat, slc)
+    return mats[dtype]
+
+
+def csr_filter(lattice, rows: torch.Tensor) -> torch.Tensor:
+    """The filtering of wsss 0.1–0.2 on any lattice (``PermutohedralLattice`` or ``ReferenceLattice``):
+    splat and slice as CSR matrix products, the blur as ``index_select`` + ``add`` passes over an
+    ``(M+1)×C`` table (row ``M`` zero). ``rows``: ``N×C`` float; returns ``N×C``, same dtype."""
+    splat, slc = _csr_matrices(lattice, rows.dtype)
+    lat = splat @ rows  # (M+1)×C, last row 0
+    q = lattice.d + 1
+    out = None
+    for order in (range(q), range(q - 1, -1, -1)):
+        v = lat
+        for j in order:
+            t = torch.index_select(v, 0, lattice.nbr_plus[j])
+            t.add_(torch.index_select(v, 0, lattice.nbr_minus[j])).mul_(0.25)
+            v = t.add_(v, alpha=0.5)
+        out = v if out is None else out.add_(v)
+    return (slc @ out.mul_(0.5)) * lattice.norm
