@@ -83,34 +83,25 @@ def _compress_gaps(values: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, 0)
 
 
-def _neighbour_tables(uniqs: list, starts: list, strides: list, q: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(nbr_plus, nbr_minus)``, each ``q×(M+1)`` int64: the index of vertex ``v ± u_j``, ``M``
-    where it is not populated.
-
-    ``uniqs[r]``: the sorted packed keys of remainder class ``r`` (vertices ``starts[r]`` to
-    ``starts[r+1] - 1``). ``u_j = 1 - q e_j`` is linear in the packed key, with a carry when the
-    remainder is ``q - 1``, and moves class ``r`` to class ``r + 1 (mod q)``: the queries of one
-    class and direction are one sorted sequence.
-    """
-    m = starts[q]
-    dev = uniqs[0].device
+def _neighbour_tables(uniq: torch.Tensor, strides: list, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(nbr_plus, nbr_minus)``, each ``q×(M+1)`` int64: the index of vertex ``v ± u_j`` in the
+    sorted packed keys ``uniq`` (M), ``M`` where it is not populated. ``u_j = 1 - q e_j`` is linear in
+    the packed key, with a carry when the remainder is ``q - 1``."""
+    m = uniq.numel()
+    dev = uniq.device
+    rem = uniq % q
+    carry = (rem == q - 1).to(torch.int64)
+    sum_st = int(sum(strides))
     nbr_plus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
     nbr_minus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
-    sum_st = int(sum(strides))
-    stride_j = torch.tensor(strides[: q - 1] + [0], dtype=torch.int64, device=dev)
-    row = torch.arange(q, device=dev)[:, None] * (m + 1)
-    for r in range(q):  # loop over the D+1 remainder classes
-        t = (r + 1) % q
-        src, dst = uniqs[r], uniqs[t]
-        if src.numel() == 0 or dst.numel() == 0:
-            continue
-        step = (sum_st - q if r == q - 1 else 0) + 1 - stride_j  # q
-        target = src[None, :] + step[:, None]  # q×M_r, each row sorted
-        pos = torch.searchsorted(dst, target).clamp_max_(dst.numel() - 1)
-        found = dst.index_select(0, pos.reshape(-1)).view_as(pos) == target
-        ids = torch.arange(starts[r], starts[r + 1], device=dev).expand(q, -1)
-        nbr_plus[:, starts[r]:starts[r + 1]] = torch.where(found, pos + starts[t], torch.full_like(pos, m))
-        nbr_minus.view(-1)[(pos + starts[t] + row).masked_select(found)] = ids.masked_select(found)
+    src = torch.arange(m, device=dev)
+    for j in range(q):  # loop over the D+1 lattice directions
+        step = carry * (sum_st - q) + 1 - (strides[j] if j < q - 1 else 0)
+        target = uniq + step
+        pos = torch.searchsorted(uniq, target).clamp_max_(m - 1)
+        found = uniq[pos] == target
+        nbr_plus[j, :m] = torch.where(found, pos, torch.full_like(pos, m))
+        nbr_minus[j, pos[found]] = src[found]
     return nbr_plus, nbr_minus
 
 
@@ -174,7 +165,7 @@ class PermutohedralLattice:
         nb = int(batch_id.max().item()) + 1 if n > 0 else 1
         base_q = k[:d]
         radix, total = _radix(base_q, nb, q)
-        if total >= 2**62:  # sparse coordinates (tiny bandwidths): close the gaps
+        if total // q * q**q >= 2**62:  # sparse coordinates (tiny bandwidths): close the gaps
             base_q = _compress_gaps(base_q)
             radix, total = _radix(base_q, nb, q)
         if total >= 2**62:
@@ -194,38 +185,52 @@ class PermutohedralLattice:
         for i in range(d):
             base += base_q[i] * strides[i]
 
-        # Vertex r of point p: key = base_p - Σ_{i: rank_i > d - r} st_i + r, ≡ r (mod q) in its
-        # last digit. Keys of different remainders never coincide, so each remainder class is
-        # sorted, numbered and searched on its own (q sorts of N keys instead of one of N·q: the
-        # class fits in cache, and its neighbour queries are sorted). Vertices are numbered class
-        # by class, in key order within a class.
-        by_rank = torch.zeros(q, n, dtype=torch.int64, device=dev)
-        by_rank.scatter_(0, rank, st[:, None].expand(q, n))  # [k, p]: stride of p's rank-k coordinate
-        suffix = torch.cumsum(by_rank.flip(0), 0)  # [r - 1]: Σ_{k > d - r} by_rank[k]
-        vert = torch.empty(q, n, dtype=torch.int64, device=dev)
-        uniqs, starts, cols, perms, first_at = [], [0], [], [], []
-        for r in range(q):  # loop over the D+1 remainder classes
-            key_r = base + r if r == 0 else base - suffix[r - 1] + r
-            sorted_r, perm_r = torch.sort(key_r, stable=True)  # points of a vertex in order
-            first = torch.ones_like(sorted_r, dtype=torch.bool)
-            first[1:] = sorted_r[1:] != sorted_r[:-1]
-            vert[r].scatter_(0, perm_r, torch.cumsum(first.to(torch.int64), 0).add_(starts[r] - 1))
-            uniqs.append(sorted_r[first])
-            starts.append(starts[r] + uniqs[r].numel())
-            cols.append(perm_r)
-            perms.append(perm_r * q + r)
-            first_at.append(torch.nonzero(first, as_tuple=False).squeeze(1).add_(r * n))
-        m = starts[q]
+        # Points of one simplex share its vertices: sort the N simplex keys (base, rank), build the
+        # vertices of the S distinct simplices only (one sort of S·q keys), then expand to the points.
+        if total // q * q**q < 2**62:
+            skey = base // q * q**q
+            for j in range(q):
+                skey += rank[j] * q**j
+        else:  # no room for the rank in the key: every point is its own simplex
+            skey = torch.arange(n, dtype=torch.int64, device=dev)
+        sorted_skey, pperm = torch.sort(skey)
+        sfirst = torch.ones_like(sorted_skey, dtype=torch.bool)
+        sfirst[1:] = sorted_skey[1:] != sorted_skey[:-1]
+        sstart = torch.nonzero(sfirst, as_tuple=False).squeeze(1)  # S: first sorted point of each simplex
+        ns = sstart.numel()
+        scount = torch.diff(sstart, append=torch.tensor([n], device=dev))
+        sinv = torch.empty(n, dtype=torch.int64, device=dev)
+        sinv[pperm] = torch.cumsum(sfirst.to(torch.int64), 0) - 1
+        rep = pperm.index_select(0, sstart)  # a point of each simplex
+        by_rank = torch.zeros(ns, q, dtype=torch.int64, device=dev)
+        by_rank.scatter_(1, rank.index_select(1, rep).t(), st.expand(ns, q))  # [s, j]: stride of the rank-j coordinate
+        # suffix[s, r] = Σ_{j > d - r} by_rank[s, j]
+        suffix = torch.cumsum(by_rank.flip(1), 1)
+        suffix = torch.cat([torch.zeros(ns, 1, dtype=torch.int64, device=dev), suffix[:, :d]], 1)
+        enc = base.index_select(0, rep)[:, None] - suffix + torch.arange(q, device=dev)[None, :]  # S×q keys
+        sorted_enc, eperm = torch.sort(enc.reshape(-1))
+        first = torch.ones_like(sorted_enc, dtype=torch.bool)
+        first[1:] = sorted_enc[1:] != sorted_enc[:-1]
+        uniq = sorted_enc[first]
+        m = uniq.numel()
         self.num_vertices = m
-        self.vert = vert.t().contiguous()  # N×q
+        svert = torch.empty(ns * q, dtype=torch.int64, device=dev)
+        svert[eperm] = torch.cumsum(first.to(torch.int64), 0) - 1
+        self.vert = svert.view(ns, q).index_select(0, sinv)  # N×q
 
-        # Splat layout: bags of (point, r) entries per vertex, in vertex order.
-        self._splat_col = torch.cat(cols)  # point of each entry
-        self._splat_perm = torch.cat(perms)  # position of each entry in the N×q ``bary``
-        self._splat_crow = torch.cat(first_at + [torch.full((1,), n * q, dtype=torch.int64, device=dev)])
+        # Splat CSR layout: the (simplex, r) pairs in vertex order, each expanded to its points.
+        pair_s = torch.div(eperm, q, rounding_mode="floor")
+        count = scount.index_select(0, pair_s)
+        offset = torch.cumsum(count, 0) - count  # first entry of each pair
+        entry = torch.repeat_interleave(sstart.index_select(0, pair_s) - offset, count)
+        entry += torch.arange(n * q, device=dev)  # position in pperm of each entry's point
+        self._splat_col = pperm.index_select(0, entry)
+        self._splat_perm = torch.repeat_interleave(eperm - pair_s * q, count).add_(self._splat_col, alpha=q)
+        self._splat_crow = torch.full((m + 1,), n * q, dtype=torch.int64, device=dev)  # bag offsets
+        self._splat_crow[:m] = offset[torch.nonzero(first, as_tuple=False).squeeze(1)]
         self._ops: dict = {}  # LatticeSum of this lattice per dtype
         self._blur: dict = {}  # blur_bags per direction
-        self.nbr_plus, self.nbr_minus = _neighbour_tables(uniqs, starts, strides, q)
+        self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
         vol = q ** (d - 0.5) / inv_std**d
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
 
