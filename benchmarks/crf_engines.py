@@ -11,8 +11,9 @@ Usage::
 Timing (``--time``): one CRF of an n×n photograph-like image (a CamVid frame resized when
 ``--frame`` is given, else a synthetic one), K = 21 smooth random class maps, 10 iterations, DeepLab
 defaults (:class:`wsss.crf.CRFParams`); minimum over ``--repeat`` runs (the machine is shared: take
-the minimum, and rerun). Prints pydensecrf2 and the lattice engine in one run and their ratio; on
-CUDA also the per-image time of a batch of ``--batch`` images.
+the minimum, and rerun). Prints pydensecrf2, the lattice engine and the lattice engine's earlier
+per-kernel CSR loop (:func:`csr_lattice_crf`) in one run and the ratios; on CUDA also the per-image
+time of a batch of ``--batch`` images.
 
 Agreement (``--agree``): label agreement of the lattice engine with pydensecrf2 and mIoU against the
 dense ground truth of both, on every image of a split, with unaries from noisy ground truth (no trained
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 
 from timing import CLOCKS, best_of
 from wsss.crf import CRFParams, dense_crf
-from wsss.crf_lattice import lattice_crf
+from wsss.crf_lattice import DEGREE_FLOOR, lattice_crf
+from wsss.filters import PermutohedralLattice, image_features
+from wsss.filters.permutohedral_reference import csr_filter
 
 
 def smooth_probs(k: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -51,6 +54,30 @@ def frame(n: int, path: str | None, gen: torch.Generator) -> np.ndarray:
     return img.clamp(0, 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
 
 
+def csr_lattice_crf(images: torch.Tensor, probs: torch.Tensor, params: CRFParams) -> torch.Tensor:
+    """The lattice engine as it was before the fused operator (the reference of the "new / CSR" ratio):
+    per iteration and kernel one CSR splat / ``index_select`` blur / CSR slice
+    (:func:`wsss.filters.permutohedral_reference.csr_filter`) of ``Q·D^{-1/2}``, on today's lattice
+    build. ``images`` 1×3×H×W float, ``probs`` 1×K×H×W; returns 1×K×H×W marginals."""
+    b, k, h, w = probs.shape
+    rows = probs.permute(0, 2, 3, 1).reshape(b * h * w, k)
+    neg_unary = rows.clamp(params.eps, 1.0).log_()
+    bid = torch.zeros(b * h * w, dtype=torch.int64, device=images.device)
+    kernels = []
+    for compat, sxy, srgb in ((params.gauss_compat, params.gauss_sxy, None),
+                              (params.bi_compat, params.bi_sxy, params.bi_srgb)):
+        lat = PermutohedralLattice(image_features(images, sxy, srgb).reshape(b * h * w, -1), bid)
+        ones = torch.ones(b * h * w, 1, dtype=torch.float32, device=images.device)
+        kernels.append((compat, lat, (csr_filter(lat, ones) + DEGREE_FLOOR).rsqrt_()))
+    q = torch.softmax(neg_unary, dim=1)
+    for _ in range(params.iterations):
+        logits = neg_unary.clone()
+        for compat, lat, norm in kernels:
+            logits.addcmul_(csr_filter(lat, q * norm), norm, value=compat)
+        q = torch.softmax(logits, dim=1)
+    return q.view(b, h, w, k).permute(0, 3, 1, 2)
+
+
 def run_timing(args) -> None:
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
@@ -59,8 +86,9 @@ def run_timing(args) -> None:
     print(f"DenseCRF, K = {args.k}, {params.iterations} iterations, DeepLab defaults "
           f"(gauss {params.gauss_sxy:g}/{params.gauss_compat:g}, bilateral {params.bi_sxy:g}/{params.bi_srgb:g}/"
           f"{params.bi_compat:g}), {torch.get_num_threads()} torch thread(s), lattice on {device}; "
-          f"min of {args.repeat}, clock {args.clock if device.type == 'cpu' else 'wall'}; ratio = pydensecrf2 / lattice")
-    print(f"{'size':>6} {'pydensecrf2 s':>14} {'lattice s':>10} {'ratio':>7} {'agree':>7}"
+          f"min of {args.repeat}, clock {args.clock if device.type == 'cpu' else 'wall'}; ratio = pydensecrf2 / lattice; "
+          f"CSR = the per-kernel CSR loop (reference), new/CSR = CSR / lattice")
+    print(f"{'size':>6} {'pydensecrf2 s':>14} {'lattice s':>10} {'ratio':>7} {'agree':>7} {'CSR s':>7} {'new/CSR':>8}"
           + (f" {'batch/img s':>12} {'ratio':>7}" if device.type == "cuda" else ""))
     for n in args.sizes:
         img = frame(n, args.frame, gen)
@@ -71,9 +99,11 @@ def run_timing(args) -> None:
         img_t = torch.from_numpy(img).permute(2, 0, 1)[None].float().to(device)
         probs_t = probs[None].to(device)
         t_lat = best_of(lambda: lattice_crf(img_t, probs_t, params), args.repeat, device, clock)
+        t_csr = best_of(lambda: csr_lattice_crf(img_t, probs_t, params), args.repeat, device, clock)
         a = dense_crf(img, p_np, CRFParams(engine="pydensecrf", iterations=args.iterations)).argmax(0)
         b = lattice_crf(img_t, probs_t, params)[0].argmax(0).cpu().numpy()
-        row = f"{n:>5}² {t_ref:>14.3f} {t_lat:>10.3f} {t_ref / t_lat:>6.2f}× {np.mean(a == b):>7.4f}"
+        row = (f"{n:>5}² {t_ref:>14.3f} {t_lat:>10.3f} {t_ref / t_lat:>6.2f}× {np.mean(a == b):>7.4f} "
+               f"{t_csr:>7.3f} {t_csr / t_lat:>7.2f}×")
         if device.type == "cuda":
             imgs = img_t.expand(args.batch, -1, -1, -1).contiguous()
             ps = probs_t.expand(args.batch, -1, -1, -1).contiguous()

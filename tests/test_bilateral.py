@@ -213,9 +213,18 @@ def test_fast_build_gives_the_same_operator_as_the_reference_build():
         pts = image_features(pair, sxy, srgb).reshape(2 * 196, -1)
         bid = torch.arange(2).repeat_interleave(196)
         new, ref = PermutohedralLattice(pts, bid), ReferenceLattice(pts, bid)
-        assert new.num_vertices == ref.num_vertices
-        assert torch.equal(new.vert, ref.vert) and torch.equal(new.rank, ref.rank)
-        assert torch.equal(new.nbr_plus, ref.nbr_plus) and torch.equal(new.nbr_minus, ref.nbr_minus)
+        m = new.num_vertices
+        assert m == ref.num_vertices and torch.equal(new.rank, ref.rank)
+        # the same vertices, numbered differently: one bijection phi maps every point's vertices and
+        # every neighbour of the new build to the reference's (M, the missing neighbour, to M)
+        phi = torch.full((m + 1,), -1, dtype=torch.int64)
+        phi[new.vert.reshape(-1)] = ref.vert.reshape(-1)
+        phi[m] = m
+        assert torch.equal(phi[new.vert], ref.vert)
+        assert torch.equal(torch.sort(phi).values, torch.arange(m + 1))
+        inv = torch.argsort(phi)
+        for table in ("nbr_plus", "nbr_minus"):
+            assert torch.equal(phi[getattr(new, table)][:, inv], getattr(ref, table))
         eye = torch.eye(2 * 196, dtype=torch.float64)
         w_new, w_ref = new.filter(eye), ref.filter(eye)
         assert ((w_new - w_ref).norm() / w_ref.norm()).item() < 1e-12

@@ -26,51 +26,51 @@ never interact), so a GPU processes a whole batch per pass.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
 from wsss.filters import PermutohedralLattice, image_features
 from wsss.filters.lattice_sum import LatticeSum
 
-__all__ = ["lattice_crf", "lattice_crf_numpy", "message_operator", "normalized_kernels"]
+__all__ = ["lattice_crf", "lattice_crf_numpy", "message_operator"]
 
 #: added to the lattice degree before ``x^{-1/2}``, as pydensecrf2 does
 DEGREE_FLOOR = 1e-20
 
 
-def normalized_kernels(images: torch.Tensor, params) -> list:
-    """The weighted, symmetrically normalized kernels of the CRF, one lattice each.
+def message_operator(images: torch.Tensor, params) -> Optional[LatticeSum]:
+    """``x ↦ Σ_m compat_m · K̂_m x`` (``K̂_m = D_m^{-1/2} K̃_m D_m^{-1/2}``, ``D_m = diag(K̃_m 1 + 1e-20)``)
+    for ``N×K`` float32 ``x``, ``N = B·H·W`` pixels (row-major, image by image).
+
+    Both kernels' lattices (:class:`~wsss.filters.PermutohedralLattice`) share one
+    :class:`~wsss.filters.lattice_sum.LatticeSum`: the degrees ``K̃_m 1`` come from one pass of it,
+    and the degree scalings and weights are folded into its splat and slice weights, so that an
+    iteration is one splat, one blur and one slice.
 
     Args:
         images: ``B×3×H×W`` float RGB 0–255 on the compute device.
         params: :class:`wsss.crf.CRFParams`.
 
     Returns:
-        list of ``(compat, lattice, inv_sqrt_degree)`` for each kernel with ``compat > 0``: the
-        :class:`~wsss.filters.PermutohedralLattice` of all ``N = B·H·W`` pixels (row-major, image by
-        image) and ``N×1`` float32 ``(K̃ 1 + 1e-20)^{-1/2}``.
+        the operator, or ``None`` when both kernel weights are 0.
     """
     b, _, h, w = images.shape
     batch_id = torch.arange(b, device=images.device).repeat_interleave(h * w)
-    kernels = []
+    lattices, compats = [], []
     for compat, sxy, srgb in ((params.gauss_compat, params.gauss_sxy, None),
                               (params.bi_compat, params.bi_sxy, params.bi_srgb)):
         if compat > 0:
             feats = image_features(images, sxy, srgb)
-            lattice = PermutohedralLattice(feats.reshape(b * h * w, -1), batch_id)
-            ones = torch.ones(b * h * w, 1, dtype=torch.float32, device=images.device)
-            norm = (lattice.filter(ones) + DEGREE_FLOOR).rsqrt_()
-            kernels.append((float(compat), lattice, norm))
-    return kernels
-
-
-def message_operator(kernels: list) -> LatticeSum:
-    """``x ↦ Σ_m compat_m · K̂_m x`` (``K̂_m = D_m^{-1/2} K̃_m D_m^{-1/2}``) for ``N×K`` float32 ``x``,
-    both kernels in one splat, blur and slice (:class:`~wsss.filters.lattice_sum.LatticeSum`; the
-    degree scalings and weights are folded into its splat and slice weights)."""
-    return LatticeSum([lat for _, lat, _ in kernels],
-                      in_scales=[norm for _, _, norm in kernels],
-                      out_scales=[compat * norm for compat, _, norm in kernels], dtype=torch.float32)
+            lattices.append(PermutohedralLattice(feats.reshape(b * h * w, -1), batch_id))
+            compats.append(float(compat))
+    if not lattices:
+        return None
+    op = LatticeSum(lattices, dtype=torch.float32)
+    ones = torch.ones(b * h * w, 1, dtype=torch.float32, device=images.device)
+    norms = [(deg + DEGREE_FLOOR).rsqrt_() for deg in op.separately(ones)]  # N×1 each
+    return op.scaled(norms, [c * nm for c, nm in zip(compats, norms)])
 
 
 def lattice_crf(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tensor:
@@ -95,9 +95,8 @@ def lattice_crf(images: torch.Tensor, probs: torch.Tensor, params) -> torch.Tens
         neg_unary = rows.clamp(params.eps, 1.0).log_()  # −U
         q = torch.softmax(neg_unary, dim=1)
         if params.iterations > 0:
-            kernels = normalized_kernels(images.to(torch.float32), params)
-            if kernels:
-                messages = message_operator(kernels)
+            messages = message_operator(images.to(torch.float32), params)
+            if messages is not None:
                 for _ in range(params.iterations):
                     q = torch.softmax(messages(q).add_(neg_unary), dim=1)
     return q.view(b, h, w, k).permute(0, 3, 1, 2).contiguous()

@@ -82,58 +82,83 @@ class LatticeSum:
     Args:
         lattices: :class:`~wsss.filters.PermutohedralLattice` objects built on the same ``N`` points
             (in the same order).
-        in_scales: per lattice ``None`` or an ``N`` float tensor ``i_m`` (folded into the splat weights).
-        out_scales: per lattice ``None`` or an ``N`` float tensor ``o_m`` (folded into the slice weights,
-            with the lattice's ``norm`` and the ½ of the two blur orders).
-        dtype: dtype of the values (float32 or float64); the weights are formed in float64 and cast.
+        dtype: dtype of the values (float32 or float64); weights are formed in float64 and cast.
 
-    Calling it on ``N×C`` values of ``dtype`` (contiguous) returns ``N×C``.
+    The scales start at 1; :meth:`scaled` returns the operator with other scales, sharing the
+    layout. Calling it on ``N×C`` values of ``dtype`` returns ``N×C``.
     """
 
-    def __init__(self, lattices: Sequence, in_scales: Optional[Sequence] = None,
-                 out_scales: Optional[Sequence] = None, dtype: torch.dtype = torch.float32) -> None:
-        n_lat = len(lattices)
-        in_scales = list(in_scales) if in_scales is not None else [None] * n_lat
-        out_scales = list(out_scales) if out_scales is not None else [None] * n_lat
-        sizes = [lat.num_vertices for lat in lattices]
-        shifts = [sum(sizes[:m]) for m in range(n_lat)]
-        self.num_rows = sum(sizes)
+    def __init__(self, lattices: Sequence, dtype: torch.dtype = torch.float32) -> None:
+        self.dtype = dtype
+        self.sizes = [lat.num_vertices for lat in lattices]
+        self.shifts = [sum(self.sizes[:m]) for m in range(len(lattices))]
         dev = lattices[0].vert.device
-        splats = []
-        for lat, scale in zip(lattices, in_scales):
-            bags = lat.splat_bags()
-            if scale is not None:
-                bags.weights = bags.weights * scale.to(torch.float64).reshape(-1).index_select(0, bags.indices)
-            splats.append(bags)
-        self.splat = Bags.concat(splats, [0] * n_lat).to(dtype)
+        # splat: the bags of all lattices' vertices, one after another (float64 base weights kept)
+        self._splat64 = Bags.concat([lat.splat_bags() for lat in lattices], [0] * len(lattices))
         # Blur step s applies B_s of every lattice with more than s directions (identity otherwise);
         # the order D_max..0 is the same steps reversed, which gives every lattice its own D_m..0.
         qmax = max(lat.d + 1 for lat in lattices)
         self.steps = []
         for s in range(qmax):
             parts = [lat.blur_bags(s) if s <= lat.d else identity_bags(lat.num_vertices, dev) for lat in lattices]
-            self.steps.append(Bags.concat(parts, shifts).to(dtype))
-        # slice: per point, the D_m+1 vertices of every lattice, in one bag
-        idx, wts = [], []
-        for lat, scale, shift in zip(lattices, out_scales, shifts):
-            w = lat.bary * (0.5 * lat.norm)
-            if scale is not None:
-                w = w * scale.to(torch.float64).reshape(-1, 1)
-            idx.append(lat.vert + shift)
-            wts.append(w)
-        per_point = sum(lat.d + 1 for lat in lattices)
+            self.steps.append(Bags.concat(parts, self.shifts).to(dtype))
+        # slice: per point, the D_m+1 vertices of every lattice in one bag (½ of the two blur orders
+        # and each lattice's norm folded into the weights)
+        self._qs = [lat.d + 1 for lat in lattices]
+        per_point = sum(self._qs)
         n = lattices[0].vert.shape[0]
-        self.slice = Bags(torch.cat(idx, 1).reshape(-1),
-                          torch.arange(0, n * per_point + 1, per_point, device=dev),
-                          torch.cat(wts, 1).reshape(-1).to(dtype))
+        self._slice64 = Bags(torch.cat([lat.vert + sh for lat, sh in zip(lattices, self.shifts)], 1).reshape(-1),
+                             torch.arange(0, n * per_point + 1, per_point, device=dev),
+                             torch.cat([lat.bary * (0.5 * lat.norm) for lat in lattices], 1).reshape(-1))
+        self.splat = self._splat64.to(dtype)
+        self.slice = self._slice64.to(dtype)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``N×C`` values → ``N×C`` (``Σ_m o_m ⊙ K̃_m (i_m ⊙ x)``)."""
-        lat = self.splat(x.contiguous())  # (Σ M_m)×C
+    def scaled(self, in_scales: Sequence[Optional[torch.Tensor]],
+               out_scales: Sequence[Optional[torch.Tensor]]) -> "LatticeSum":
+        """The operator with per-point scales ``i_m`` (folded into the splat weights) and ``o_m``
+        (folded into the slice weights): one ``None`` or ``N`` float tensor per lattice."""
+        op = object.__new__(LatticeSum)
+        op.__dict__.update(self.__dict__)
+        w = self._splat64.weights
+        n = self._slice64.num_bags
+        parts, start = [], 0
+        for scale, q in zip(in_scales, self._qs):  # lattice m's splat: N·(D_m+1) entries
+            seg = w[start:start + n * q]
+            if scale is not None:
+                seg = seg * scale.to(torch.float64).reshape(-1).index_select(0, self._splat64.indices[start:start + n * q])
+            parts.append(seg)
+            start += n * q
+        op.splat = Bags(self._splat64.indices, self._splat64.offsets, torch.cat(parts).to(self.dtype))
+        w = self._slice64.weights.view(n, -1)
+        cols, c0 = [], 0
+        for scale, q in zip(out_scales, self._qs):
+            seg = w[:, c0:c0 + q]
+            cols.append(seg if scale is None else seg * scale.to(torch.float64).reshape(-1, 1))
+            c0 += q
+        op.slice = Bags(self._slice64.indices, self._slice64.offsets, torch.cat(cols, 1).reshape(-1).to(self.dtype))
+        return op
+
+    def blurred(self, x: torch.Tensor) -> torch.Tensor:
+        """Splat and both blur orders of ``N×C`` values: the ``(Σ M_m)×C`` table the slice reads."""
+        lat = self.splat(x.contiguous())
         a = lat
         for step in self.steps:
             a = step(a)
         b = lat
         for step in reversed(self.steps):
             b = step(b)
-        return self.slice(a.add_(b))
+        return a.add_(b)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``N×C`` values → ``N×C`` (``Σ_m o_m ⊙ K̃_m (i_m ⊙ x)``)."""
+        return self.slice(self.blurred(x))
+
+    def separately(self, x: torch.Tensor) -> list:
+        """``[o_m ⊙ K̃_m (i_m ⊙ x)]`` for each lattice, ``N×C`` each (the table split by lattice
+        into separate channels before one slice)."""
+        table = self.blurred(x)
+        c = table.shape[1]
+        blocks = table.new_zeros(table.shape[0], c * len(self.sizes))
+        for m, (sh, size) in enumerate(zip(self.shifts, self.sizes)):
+            blocks[sh:sh + size, m * c:(m + 1) * c] = table[sh:sh + size]
+        return list(self.slice(blocks).split(c, dim=1))

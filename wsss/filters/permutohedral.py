@@ -230,6 +230,7 @@ class PermutohedralLattice:
         self._splat_crow[:m] = offset[torch.nonzero(first, as_tuple=False).squeeze(1)]
         self._ops: dict = {}  # LatticeSum of this lattice per dtype
         self._blur: dict = {}  # blur_bags per direction
+        self._splat = None  # splat_bags
         self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
         vol = q ** (d - 0.5) / inv_std**d
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
@@ -237,7 +238,10 @@ class PermutohedralLattice:
     def splat_bags(self) -> Bags:
         """Splat layout: ``M`` bags (one per vertex) of the points in it, ``N·(D+1)`` entries in
         vertex order, float64 barycentric weights."""
-        return Bags(self._splat_col, self._splat_crow, self.bary.reshape(-1).index_select(0, self._splat_perm))
+        if self._splat is None:
+            self._splat = Bags(self._splat_col, self._splat_crow,
+                               self.bary.reshape(-1).index_select(0, self._splat_perm))
+        return self._splat
 
     def blur_bags(self, j: int) -> Bags:
         """``B_j = [1/4, 1/2, 1/4]`` along ``u_j`` as ``M`` bags: the vertex itself (1/2) and its

@@ -143,6 +143,7 @@ class ReferenceLattice(PermutohedralLattice):
         self._splat_perm = perm
         self._ops: dict = {}
         self._blur: dict = {}
+        self._splat = None
         self._mats: dict = {}
 
     def filter(self, rows: torch.Tensor) -> torch.Tensor:
