@@ -249,6 +249,8 @@ def test_weights_per_annotation_type_code_and_paper():
     assert make_loss("spml", {"annotation": "tags", "w_img": 0.5}).relation_weights == (0.5, 0.3, 0.3, 0.0)
     terms = make_loss("spml", {"grid": 2, "w_aff": 0.5, "w_occ": 0.0}).spml_terms(*_step_inputs(2), background=0)
     assert set(terms) == {"img", "ann", "cls", "aff"}
+    terms = make_loss("spml", {"grid": 2, "w_ann": 0.0}).spml_terms(*_step_inputs(2), background=0)
+    assert set(terms) == {"img", "cls", "occ"} and terms["cls"].total.item() == 0.0 and terms["cls"].total.requires_grad
     from wsss.errors import UserError
 
     with pytest.raises(UserError, match="--spml-annotation"):

@@ -230,7 +230,8 @@ class SPMLLoss(TrainingLoss):
 
     ``L_cls`` is the partial CE of the jointly trained classifier (on the detached embedding, logits
     upsampled to the seeds' size), the mean over the labelled valid pixels, inside the ``ann`` weight. The
-    terms are logged as ``img``, ``ann``, ``cls``, ``occ``, ``aff``; a relation of weight 0 is not computed.
+    terms are logged as ``img``, ``ann``, ``cls``, ``occ``, ``aff``; a relation of weight 0 is not computed
+    (``cls`` always is, so that every parameter gets a gradient under DDP).
     The training task (:mod:`wsss.training.spml`) runs the network and calls :meth:`spml_terms`.
     """
 
@@ -322,7 +323,7 @@ class SPMLLoss(TrainingLoss):
 
         Returns:
             ``{"img", "ann", "cls", "occ", "aff"}`` :class:`~wsss.losses.term.Term` s (relations of weight 0
-            left out; ``cls`` present with ``ann``). :attr:`last_counts` then holds the batch's valid
+            left out; ``cls`` always present, weighted by ``w_ann``). :attr:`last_counts` then holds the batch's valid
             stride-4 pixels, segments and memory-bank segments (diagnostics, benchmarks).
         """
         e = F.normalize(embedding.float(), dim=1)
@@ -342,9 +343,10 @@ class SPMLLoss(TrainingLoss):
             out["img"] = image_similarity_term(v, segs, self.kappa_img, self.w_img)
         if self.w_ann > 0:
             out["ann"] = annotation_term(e, segs, protos, bank_protos, bank_labels, self.kappa_ann, self.w_ann)
-            up = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=True)
-            cls = partial_ce_term(up, labels, valid)
-            out["cls"] = Term(self.w_ann * cls.total, cls.count)
+        # always in the graph (weight 0 included): under DDP every parameter of the classifier needs a gradient
+        up = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=True)
+        cls = partial_ce_term(up, labels, valid)
+        out["cls"] = Term(self.w_ann * cls.total, cls.count)
         if self.w_occ > 0:
             out["occ"] = cooccurrence_term(e, segs, protos, tags, bank_protos, bank_tags, self.kappa_occ, self.w_occ)
         if self.w_aff > 0:
