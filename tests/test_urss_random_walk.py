@@ -89,3 +89,22 @@ def test_urss_network_on_each_backbone_has_the_stride_8_grid(backbone):
             logits, energy, grid = net(torch.rand(1, 3, size, size) * 255, with_energy=True)
             n = -(-size // 8)
             assert logits.shape == (1, 3, size, size) and grid == (n, n) and energy.shape == (1, n * n, n * n)
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_energy_stays_float32_under_float16_autocast(form):
+    """Training with AMP runs the network under float16 autocast: the energy's sums of D products must not
+    overflow float16's 65504 (here 512 · 20² = 204800 in the paper form), so E is computed in float32."""
+    torch.manual_seed(0)
+    block = RandomWalk(512, form=form)
+    with torch.no_grad():
+        block.alpha.fill_(0.5)
+    f = torch.full((1, 512, 3, 3), 20.0) + torch.rand(1, 512, 3, 3)
+    want_out, want_e = block(f)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out, e = block(f)
+    assert e.dtype == torch.float32 and torch.isfinite(e).all() and torch.isfinite(out).all()
+    if form == "paper":
+        assert e.max() > 65504  # would be inf in float16
+        torch.testing.assert_close(e, want_e)
+    torch.testing.assert_close(out.float(), want_out, rtol=1e-2, atol=0.5)

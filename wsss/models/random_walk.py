@@ -91,14 +91,19 @@ class RandomWalk(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(1))
 
     def energy(self, f: Tensor) -> Tensor:
-        """``E`` (``B×N×N`` float) of features ``f`` (``B×D×h×w``): ``E_ij = q_i · k_j`` (code) or ``f_i · f_j``."""
+        """``E`` (``B×N×N``) of features ``f`` (``B×D×h×w``): ``E_ij = q_i · k_j`` (code) or ``f_i · f_j``.
+
+        Always float32 (float64 for float64 features), also under float16 autocast: the entries are sums of
+        D products and overflow float16 (65504) for features of moderate size (D = 512 entries of 12 do)."""
         b = f.shape[0]
         if self.form == "code":
             q = self.query(f).reshape(b, -1, f.shape[2] * f.shape[3])
             k = self.key(f).reshape(b, -1, f.shape[2] * f.shape[3])
         else:
             q = k = f.reshape(b, f.shape[1], -1)
-        return torch.bmm(q.transpose(1, 2), k)
+        dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            return torch.bmm(q.transpose(1, 2).to(dtype), k.to(dtype))
 
     def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
         b, d, h, w = f.shape
@@ -106,8 +111,8 @@ class RandomWalk(nn.Module):
         e = self.energy(f)
         p = torch.softmax(e, dim=-1)
         v = self.value(f) if self.form == "code" else f
-        walked = torch.bmm(v.reshape(b, d, h * w), p.transpose(1, 2)).reshape(b, d, h, w)
-        return self.alpha.to(f.dtype) * walked + f, e
+        walked = torch.bmm(v.reshape(b, d, h * w), p.transpose(1, 2).to(v.dtype)).reshape(b, d, h, w)
+        return self.alpha.to(walked.dtype) * walked + f, e
 
 
 __all__ = ["MATRICES_PER_IMAGE", "MATRICES_PER_IMAGE_INFERENCE", "WALK_FORMS", "RandomWalk", "available_bytes", "check_walk_memory", "walk_bytes"]
