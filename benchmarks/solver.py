@@ -37,7 +37,9 @@ image, in one process: ``random_walker(mode='cg_j', beta=130)`` (skimage's defau
 ``tol`` 1e-3) and ``wsss solve --init uniform`` (:func:`wsss.stages.solve.solve_image`, no predictions)
 with the grid weights matched to β 130 on that image (bandwidth ``s = sqrt(255·10·std·√3 / (2β))``,
 std of the 0–255 image over all channels, + 1e-10, i.e. the same edge weights), and at the default
-bandwidth. Reports the times (best of ``--repeats``, ``--clock``), their ratio, and the mIoU of the
+bandwidth, and with the settings of seed propagation before its defaults (``TODAY_SEEDS_ONLY``: 50 mirror
+steps after 6 float64 CG iterations; matched weights). Reports the times (best of ``--repeats``,
+``--clock``; use ``--clock process --threads 1`` on a shared machine), their ratios, and the mIoU of the
 arg-max against the dense ground truth over all images (all labelled pixels). The skimage photographs
 (``--images``, no ground truth) with the drawn strokes above are timed as well.
 """
@@ -110,6 +112,9 @@ def timed(fn, device, repeats):
 
 
 RW_BETA = 130.0  # skimage's default β
+#: ``wsss solve --init uniform`` without predictions before the seed-propagation defaults: 50 mirror steps on
+#: the default relaxation after 6 float64 CG iterations
+TODAY_SEEDS_ONLY = dict(steps=50, cg_max_iter=6, cg_dtype="float64")
 
 
 def matched_bandwidth(img: np.ndarray, beta: float = RW_BETA) -> float:
@@ -152,7 +157,7 @@ def run_vs_random_walker(args) -> None:
     if args.camvid:
         ds = open_dataset(args.camvid, split="train")
         art = Artifact(args.seeds, kind="seeds")
-        for image_id in art.ids[: args.limit or None]:
+        for image_id in art.ids[:: args.stride][: args.limit or None]:
             cases.append((image_id, ds.load_image(image_id), art.read(image_id, "label"), ds.load_mask(image_id),
                           ds.num_classes))
     for name in args.images:
@@ -160,31 +165,40 @@ def run_vs_random_walker(args) -> None:
         img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
         cases.append((name, img, strokes(img), None, K))
     k_conf = max(c[4] for c in cases)
-    conf = {m: np.zeros((k_conf, k_conf), np.int64) for m in ("rw", "matched", "default")}
+    modes = ("rw", "matched", "today", "default")
+    conf = {m: np.zeros((k_conf, k_conf), np.int64) for m in modes}
     tot = {m: 0.0 for m in conf}
-    print(f"random_walker (cg_j, β {RW_BETA:g}) vs wsss solve --init uniform; torch threads {torch.get_num_threads()}, "
-          f"clock {args.clock}, best of {args.repeats}")
-    print(f"{'image':16s} {'size':>9s} {'s(β)':>6s} {'rw s':>7s} {'ours s':>7s} {'rw/ours':>8s} {'ours@9 s':>9s}")
+    res = SolverConfig().resolved(seeds_only=True)
+    print(f"random_walker (cg_j, β {RW_BETA:g}, tol 1e-3) vs wsss solve --init uniform (no predictions); torch threads "
+          f"{torch.get_num_threads()}, clock {args.clock}, best of {args.repeats}")
+    print(f"ours: the seed-propagation default (mirror steps {res.steps}, {res.cg_max_iter} CG iterations, {res.cg_dtype} "
+          f"smoothing); 'today': the settings before it ({TODAY_SEEDS_ONLY}); matched: s = s(β), weights + 1e-10")
+    print(f"{'image':16s} {'size':>9s} {'s(β)':>6s} {'rw s':>7s} {'ours s':>7s} {'rw/ours':>8s} {'today s':>8s} "
+          f"{'today/ours':>10s} {'ours@9 s':>9s}")
     for name, img, seeds, gt, k in cases:
         s_m = matched_bandwidth(img)
         cfg_m = SolverConfig(init="uniform", bandwidth=s_m, weight_offset=OFFSET)
+        cfg_t = SolverConfig(init="uniform", bandwidth=s_m, weight_offset=OFFSET, **TODAY_SEEDS_ONLY)
         lab_rw, t_rw = best(lambda: random_walker_labels(img, seeds))
         y_m, t_m = best(lambda: solve_image(img, seeds, None, k, cfg_m))
+        y_t, t_t = best(lambda: solve_image(img, seeds, None, k, cfg_t))
         y_d, t_d = best(lambda: solve_image(img, seeds, None, k, SolverConfig(init="uniform")))
-        labels = {"rw": lab_rw, "matched": y_m.argmax(0), "default": y_d.argmax(0)}
-        for m, t in (("rw", t_rw), ("matched", t_m), ("default", t_d)):
+        labels = {"rw": lab_rw, "matched": y_m.argmax(0), "today": y_t.argmax(0), "default": y_d.argmax(0)}
+        for m, t in (("rw", t_rw), ("matched", t_m), ("today", t_t), ("default", t_d)):
             tot[m] += t
         if gt is not None:
             for m, lab in labels.items():
                 conf[m] += M.confusion_matrix(gt, lab.astype(np.uint8), k_conf)
         print(f"{name:16s} {img.shape[0]:>4d}×{img.shape[1]:<4d} {s_m:6.1f} {t_rw:7.3f} {t_m:7.3f} {t_rw / t_m:7.2f}× "
-              f"{t_d:9.3f}", flush=True)
+              f"{t_t:8.3f} {t_t / t_m:9.2f}× {t_d:9.3f}", flush=True)
     print(f"total: random_walker {tot['rw']:.2f} s, ours (matched weights) {tot['matched']:.2f} s "
-          f"= {tot['rw'] / tot['matched']:.2f}× faster; ours (bandwidth {SolverConfig().bandwidth:g}) {tot['default']:.2f} s")
+          f"= {tot['rw'] / tot['matched']:.2f}× faster; today's settings {tot['today']:.2f} s "
+          f"(new / today = {tot['today'] / tot['matched']:.2f}× faster); ours (bandwidth {SolverConfig().bandwidth:g}) "
+          f"{tot['default']:.2f} s = {tot['rw'] / tot['default']:.2f}× faster than random_walker")
     if args.camvid:
-        print(f"mIoU vs dense ground truth ({args.camvid} train, {min(len(cases), args.limit or len(cases))} images): "
-              f"random_walker {miou(conf['rw']):.2f}, ours matched {miou(conf['matched']):.2f}, "
-              f"ours bandwidth {SolverConfig().bandwidth:g} {miou(conf['default']):.2f}")
+        print(f"mIoU vs dense ground truth ({args.camvid} train, {sum(c[3] is not None for c in cases)} images): "
+              f"random_walker {miou(conf['rw']):.2f}, ours matched {miou(conf['matched']):.2f}, today's settings "
+              f"matched {miou(conf['today']):.2f}, ours bandwidth {SolverConfig().bandwidth:g} {miou(conf['default']):.2f}")
 
 
 def main() -> None:
@@ -197,6 +211,7 @@ def main() -> None:
     ap.add_argument("--camvid", default=None, help="--vs-rw: CamVid folder (train images and masks)")
     ap.add_argument("--seeds", default=None, help="--vs-rw: seeds artifact of CamVid train (wsss prepare-scribbles)")
     ap.add_argument("--limit", type=int, default=0, help="--vs-rw: first N CamVid images (0: all)")
+    ap.add_argument("--stride", type=int, default=1, help="--vs-rw: every N-th CamVid image (before --limit)")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="--vs-rw: timing clock")
     args = ap.parse_args()
     if args.threads:

@@ -103,7 +103,7 @@ def run(
         the output path.
     """
     try:
-        solver = solver.resolved()
+        solver = solver.resolved(seeds_only=predictions is None)
     except UserError as exc:
         raise UserError(f"solver options: {exc}") from exc
     seeds_art = Artifact(seeds, kind="seeds")

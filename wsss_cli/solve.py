@@ -16,7 +16,8 @@ SOLVE_HELP = (
     "Minimizes η Σ CE(y, σ) + λ Σ w_pq P(y_p, y_q) over soft pseudo-labels y with the seeds fixed "
     "(Zhang & Boykov 2025; docs/methods.md §4.5), per image; writes a pseudolabels artifact (probs K×H×W float16, label H×W). "
     "Default optimizer 'mirror': convex start (random walker with priors, 6 multigrid-CG iterations; --cg-max-iter 100 for the exact solve) then "
-    "preconditioned mirror descent on the chosen energy; 'sgd' with --steps 200 --lr 0.075 is the paper's."
+    "preconditioned mirror descent on the chosen energy; 'sgd' with --steps 200 --lr 0.075 is the paper's. "
+    "Without --predictions (seed propagation) the default is the convex start alone: the random walker, 5 mixed-precision CG iterations."
 )
 
 
@@ -37,9 +38,9 @@ def register(app: typer.Typer) -> None:
         lam: float = typer.Option(_D.lam, "--lambda", help="Weight λ of the Potts term [60: toolkit, chosen on the demo data and CamVid (wsss.potts.solver.SolverConfig); an unverified secondary source says 6]."),
         bandwidth: float = typer.Option(_D.bandwidth, "--bandwidth", help="Colour bandwidth s of the grid weights [Zhang & Boykov 2025: 9 VOC, 3 Cityscapes/ADE20k]."),
         optimizer: str = typer.Option(_D.optimizer, "--optimizer", help="mirror (toolkit default), sgd (Zhang & Boykov 2025) or adam."),
-        steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps [mirror 50; sgd/adam 200 (Zhang & Boykov 2025)]."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Gradient steps [mirror 50, without --predictions 0 (the convex start alone: the random walker, docs/methods.md §4.5); sgd/adam 200 (Zhang & Boykov 2025)]."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Step size [mirror 1.0; sgd 0.075 (Zhang & Boykov 2025); adam 0.1]."),
-        cg_max_iter: int = typer.Option(_D.cg_max_iter, "--cg-max-iter", help="Multigrid-CG iterations of the convex start [6: toolkit, beats the paper setting's agreement in < 1/4 of its time; 100 solves the convex problem to 1e-6, >= 99.5 % of the exact optimum; benchmarks/solver.py]."),
+        cg_max_iter: Optional[int] = typer.Option(_D.cg_max_iter, "--cg-max-iter", help="Multigrid-CG iterations of the convex start [6: toolkit, beats the paper setting's agreement in < 1/4 of its time; without --predictions 5 (seed propagation, docs/methods.md §4.5); 100 solves the convex problem to 1e-6, >= 99.5 % of the exact optimum; benchmarks/solver.py]."),
         dn_sigma_xy: float = typer.Option(_D.dn_sigma_xy, "--dn-sigma-xy", help="DN spatial bandwidth [Zhang & Boykov 2025: 100]."),
         dn_sigma_rgb: float = typer.Option(_D.dn_sigma_rgb, "--dn-sigma-rgb", help="DN colour bandwidth [rloss: 15; not in the paper]."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N, auto."),

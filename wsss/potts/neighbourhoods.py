@@ -97,7 +97,9 @@ class GridNeighbourhood:
         """Move / cast the weight maps (``Tensor.to`` arguments)."""
         return replace(self, weights=tuple(w.to(*args, **kwargs) for w in self.weights))
 
-    def _pairs(self):
+    def pairs(self):
+        """Yield ``(w, (rows_p, cols_p), (rows_q, cols_q))`` per offset: the ``B×h×w`` weight view of
+        the pairs ``p → q = p + o`` and the slices of their ``p`` and ``q`` regions."""
         _, h, w = self.shape
         for (dy, dx), wt in zip(self.offsets, self.weights):
             (rp, cp), (rq, cq) = _slices(h, w, dy, dx)
@@ -111,7 +113,7 @@ class GridNeighbourhood:
         exactly 0 (their ``P`` is finite by construction of the relaxations).
         """
         total = y.new_zeros(y.shape[0])
-        for wt, (rp, cp), (rq, cq) in self._pairs():
+        for wt, (rp, cp), (rq, cq) in self.pairs():
             p = relaxation(y[:, :, rp, cp], y[:, :, rq, cq], dim=1)
             total = total + (wt * p).flatten(1).sum(1)
         return total
@@ -122,7 +124,7 @@ class GridNeighbourhood:
         """Weighted degree ``d_p = Σ_q w_pq``, ``B×1×H×W`` (the diagonal of ``D`` in ``L = D − W``)."""
         b, h, w = self.shape
         d = self.weights[0].new_zeros(b, h, w)
-        for wt, (rp, cp), (rq, cq) in self._pairs():
+        for wt, (rp, cp), (rq, cq) in self.pairs():
             d[:, rp, cp] += wt
             d[:, rq, cq] += wt
         return d[:, None]
@@ -132,17 +134,29 @@ class GridNeighbourhood:
 
         Not differentiable through in-place accumulation; for solver gradients and tests.
         """
-        out = torch.zeros_like(y)
-        for wt, (rp, cp), (rq, cq) in self._pairs():
+        return self._accumulate(torch.zeros_like(y), y, 1.0)
+
+    def diagonal_minus_weights(self, diag: Tensor, y: Tensor) -> Tensor:
+        """``diag ⊙ y − W y`` per class (e.g. ``L y`` with ``diag = d``), fused: one product and one
+        multiply-add per pair direction, no temporaries of size ``B×K×H×W`` beyond the result.
+
+        diag: ``B×1×H×W`` float; y: ``B×K×H×W`` float (same dtype). Returns ``B×K×H×W``. Not
+        differentiable (in-place accumulation); for the linear solver.
+        """
+        return self._accumulate(diag * y, y, -1.0)
+
+    def _accumulate(self, out: Tensor, y: Tensor, sign: float) -> Tensor:
+        # out += sign · W y, in place, by multiply-adds on the shifted views of each pair direction
+        for wt, (rp, cp), (rq, cq) in self.pairs():
             wt = wt[:, None]
-            out[:, :, rp, cp] += wt * y[:, :, rq, cq]
-            out[:, :, rq, cq] += wt * y[:, :, rp, cp]
+            out[:, :, rp, cp].addcmul_(wt, y[:, :, rq, cq], value=sign)
+            out[:, :, rq, cq].addcmul_(wt, y[:, :, rp, cp], value=sign)
         return out
 
     def laplacian(self, y: Tensor) -> Tensor:
         """``(L y)_p = d_p y_p − (W y)_p`` per class (docs/methods.md §1), the gradient of
         ``Σ_{pq} w_pq ½‖y_p − y_q‖²``. y: ``B×K×H×W`` float. Returns ``B×K×H×W``."""
-        return self.degree() * y - self.apply_weights(y)
+        return self.diagonal_minus_weights(self.degree(), y)
 
     def drop_pairs_within(self, mask: Tensor) -> "GridNeighbourhood":
         """Drop (zero the weight of) every pair with **both** endpoints in ``mask`` (``B×H×W`` bool),
