@@ -46,7 +46,10 @@ class Bags:
         return self.offsets.numel() - 1
 
     def to(self, dtype: torch.dtype) -> "Bags":
-        """The same layout with ``weights`` of ``dtype`` (indices and offsets shared)."""
+        """The layout for applying: ``weights`` of ``dtype``, indices and offsets int32 when they fit
+        (less index traffic per pass; ``embedding_bag`` takes either)."""
+        if self.indices.numel() < 2**31 and (self.indices.numel() == 0 or int(self.indices.max()) < 2**31):
+            return Bags(self.indices.to(torch.int32), self.offsets.to(torch.int32), self.weights.to(dtype))
         return Bags(self.indices, self.offsets, self.weights.to(dtype))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,14 +131,14 @@ class LatticeSum:
                 seg = seg * scale.to(torch.float64).reshape(-1).index_select(0, self._splat64.indices[start:start + n * q])
             parts.append(seg)
             start += n * q
-        op.splat = Bags(self._splat64.indices, self._splat64.offsets, torch.cat(parts).to(self.dtype))
+        op.splat = Bags(self.splat.indices, self.splat.offsets, torch.cat(parts).to(self.dtype))
         w = self._slice64.weights.view(n, -1)
         cols, c0 = [], 0
         for scale, q in zip(out_scales, self._qs):
             seg = w[:, c0:c0 + q]
             cols.append(seg if scale is None else seg * scale.to(torch.float64).reshape(-1, 1))
             c0 += q
-        op.slice = Bags(self._slice64.indices, self._slice64.offsets, torch.cat(cols, 1).reshape(-1).to(self.dtype))
+        op.slice = Bags(self.slice.indices, self.slice.offsets, torch.cat(cols, 1).reshape(-1).to(self.dtype))
         return op
 
     def blurred(self, x: torch.Tensor) -> torch.Tensor:
