@@ -17,9 +17,11 @@ Construction (once per point set, all batched, no loops over points):
    (missing neighbours point to an extra all-zero row). The 0.1 build, which sorted all ``N·(D+1)``
    keys, is :class:`wsss.filters.permutohedral_reference.ReferenceLattice` (same lattice).
 
-Filtering: splat with a CSR matrix product (weights ``b_r``), blur with ``[1/4, 1/2, 1/4]`` passes along the
-``D+1`` directions, averaged over the two orders ``0..D`` and ``D..0`` (one order alone is not symmetric on
-a sparse lattice: Adams' filter, and rloss's, are asymmetric by a few %), slice with the transposed CSR product. Multiplying by :attr:`PermutohedralLattice.norm` restores the scale of
+Filtering (:class:`wsss.filters.lattice_sum.LatticeSum`, weighted gathers applied with
+``embedding_bag``): splat (per vertex, its points with weights ``b_r``), blur with ``[1/4, 1/2, 1/4]``
+passes along the ``D+1`` directions, averaged over the two orders ``0..D`` and ``D..0`` (one order alone
+is not symmetric on a sparse lattice: Adams' filter, and rloss's, are asymmetric by a few %), slice (per
+point, its ``D+1`` vertices with weights ``b_r``). Multiplying by :attr:`PermutohedralLattice.norm` restores the scale of
 the exact transform (Gaussian mass ``(2π)^{D/2}`` over the feature-space volume of one lattice cell),
 times a fitted correction ``SCALE_FIT`` (docs/bilateral.md).
 """
