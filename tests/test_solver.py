@@ -314,3 +314,27 @@ def test_seed_propagation_defaults_and_unseeded_classes():
     fast = solve_pseudolabels(None, sd, im, SolverConfig(bandwidth=S, weight_offset=1e-10), num_classes=5)[0].double()
     assert sj(fast[[1, 3, 4]], ref) >= 0.9
     assert torch.allclose(fast.sum(0), torch.ones_like(fast[0]), atol=1e-5) and (fast >= 0).all()
+
+
+def test_seed_propagation_falls_back_to_float64_when_float32_breaks_down(monkeypatch):
+    """A non-finite float32 convex start (seen on a CamVid photograph) is redone in float64."""
+    import wsss.potts.solver as solver
+
+    real = solver._convex_start
+    dtypes = []
+
+    def flaky(*args):
+        cfg = args[-1]
+        dtypes.append(cfg.cg_dtype)
+        y0 = real(*args)
+        return torch.full_like(y0, float("nan")) if cfg.cg_dtype == "float32" else y0
+
+    monkeypatch.setattr(solver, "_convex_start", flaky)
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 12, 14) * 255
+    seeds = torch.full((1, 12, 14), 255, dtype=torch.int64)
+    seeds[0, 2, 2], seeds[0, 9, 11] = 0, 1
+    y = solver.solve_pseudolabels(None, seeds, image, solver.SolverConfig(cg_dtype="float32"), num_classes=2)
+    assert dtypes == ["float32", "float64"] and bool(torch.isfinite(y).all())
+    ref = solver.solve_pseudolabels(None, seeds, image, solver.SolverConfig(cg_dtype="float64"), num_classes=2)
+    assert torch.allclose(y, ref, atol=1e-5)

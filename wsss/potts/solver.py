@@ -360,6 +360,11 @@ def solve_pseudolabels(logits: Tensor | None, seeds: Tensor, image: Tensor,
         if cfg.convex_start and cfg.neighbourhood != "dn":
             x0 = torch.softmax(v, 1) if from_logits else None  # None: uniform
             y0 = _convex_start(nb, seeds, seed_mask, onehot, valid_t, unary, log_sigma, x0, cfg)
+            if cfg.cg_dtype == "float32" and not bool(torch.isfinite(y0).all()):
+                # the float32 smoothing can still break down on some photographs (CamVid 0001TP_008040:
+                # 97 % non-finite): redo the start in float64, the exact form
+                y0 = _convex_start(nb, seeds, seed_mask, onehot, valid_t, unary, log_sigma, x0,
+                                   replace(cfg, cg_dtype="float64"))
             y0 = y0.clamp_min(START_EPS)
             y0 = y0 / y0.sum(1, keepdim=True)
             exact = cfg.relaxation == "quadratic" and (log_sigma is None or cfg.ce == "quadratic")
