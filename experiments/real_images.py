@@ -475,13 +475,6 @@ def comparable(cfg) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in d.items() if k not in RESUME_FREE and k != "out"}, default=str))
 
 
-def default_comparable() -> dict[str, Any]:
-    """:func:`comparable` of a TrainConfig with every default (the value of a field an older record lacks)."""
-    from wsss.training.segmentation import TrainConfig
-
-    return comparable(TrainConfig(out=""))
-
-
 def resolved_loss(cfg) -> dict[str, Any]:
     """The loss settings ``cfg`` trains with, library defaults filled in: the training loop's own record
     (:func:`wsss.training.segmentation.loss_record`, what RUN/train/config.json holds), as JSON values."""
@@ -527,7 +520,11 @@ def train_run(s: Settings, run_dir: Path, cfg) -> dict[str, Any]:
     want = comparable(cfg)
     budget_s = s.budget_minutes * 60.0
     if status is not None:  # a TrainConfig field added since the run was recorded counts as its default
-        status["train_config"] = {**default_comparable(), **status.get("train_config", {})}
+        from wsss.training.engine import with_added_options
+
+        recorded = status.get("train_config", {})
+        filled = json.loads(json.dumps(with_added_options(recorded, cfg), default=str))
+        status["train_config"] = {k: v for k, v in filled.items() if k in recorded or k in want}
     if status is not None and status.get("train_config") != want:
         diff = sorted(k for k in set(want) | set(status.get("train_config", {}))
                       if want.get(k) != status.get("train_config", {}).get(k))

@@ -142,6 +142,15 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RESUME_FREE}
 
 
+def with_added_options(recorded: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """``recorded`` (a run's stored configuration dict) with every field of the dataclass ``cfg`` that it lacks
+    filled in at the field's default: an option added after the run started counts at its default, which is
+    what the run was trained with."""
+    added = {f.name: f.default for f in dataclasses.fields(cfg)
+             if f.name not in recorded and f.default is not dataclasses.MISSING}
+    return {**added, **recorded}
+
+
 def restore_or_create(task: TrainingTask, cfg: Any, run: RunDir, record: dict[str, Any],
                       ctx: DistributedContext) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """``(model on CPU, checkpoint dict or None)``: the interrupted run's model and checkpoint under
@@ -155,9 +164,7 @@ def restore_or_create(task: TrainingTask, cfg: Any, run: RunDir, record: dict[st
         state = load_checkpoint(run.last)
         old = state.get("config", {}).get("train", {})
         new = record["train"]
-        # an option added after the run started counts at its default (what the run was trained with)
-        old = {**{f.name: new[f.name] for f in dataclasses.fields(cfg) if f.name not in old and f.name in new
-                  and f.default is not dataclasses.MISSING and new[f.name] == f.default}, **old}
+        old = with_added_options(old, cfg)
         diff = sorted(k for k in set(_comparable(old)) | set(_comparable(new)) if old.get(k) != new.get(k))
         if diff:
             raise UserError(f"{run.root}: was started with other options ({', '.join(diff)}). "
