@@ -128,6 +128,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: Methods trained with every seed of ``--seeds`` (mean and spread in the table); the others with the first.
 MULTI_SEED_METHODS = ("full", "pce", "densecrf", "collision")
+#: lr of URSS phase 2 relative to phase 1: the URSS code's scripts pass 1e-4 then 1e-5, a tenth (docs/methods.md §9).
+URSS_PHASE2_LR_FACTOR = 0.1
 QUICK_METHODS = ("pce", "collision")
 
 #: Evaluation CRF (``wsss eval --crf``): DeepLab's Gaussian kernel; the bilateral kernel narrowed for
@@ -451,7 +453,7 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
 
 def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any], warmup: int | None,
                  seeds: Path | None = None, pseudolabels: Path | None = None, superpixels: Path | None = None,
-                 init_from: Path | None = None):
+                 init_from: Path | None = None, lr: float | None = None):
     from wsss.training.segmentation import TrainConfig
 
     return TrainConfig(
@@ -461,7 +463,7 @@ def train_config(s: Settings, run_dir: Path, loss: str, options: dict[str, Any],
         seeds=str(seeds) if seeds is not None else None,
         pseudolabels=str(pseudolabels) if pseudolabels is not None else None,
         backbone=s.backbone, weights=s.weights, width_mult=s.width_mult, head_channels=s.head_channels, epochs=s.epochs,
-        batch_size=s.batch_size, crop_size=s.crop_size, lr=s.lr, warmup_epochs=warmup, seed=s.seed, device=s.device,
+        batch_size=s.batch_size, crop_size=s.crop_size, lr=s.lr if lr is None else lr, warmup_epochs=warmup, seed=s.seed, device=s.device,
         workers=0, log_every=10, progress=sys.stderr.isatty(),
         command=f"experiments/real_images.py ({run_dir.name})",
     )
@@ -697,17 +699,18 @@ def _run_cell(s, data, method, annotation, runs, overrides, run_dir, crf, seeds,
     elif method == "spml":
         status = spml_cell(s, data, annotation, run_dir, seeds, record)
     elif method in ("urss-1", "urss-2"):
-        init_from = None
-        if method == "urss-2":  # phase 2 starts from the phase-1 run of the same seed
+        init_from, lr = None, None
+        if method == "urss-2":  # phase 2 starts from the phase-1 run of the same seed (finished or stopped by the cap)
             base = run_cell(s, data, "urss-1", annotation, runs, crf=False,
                             run_dir=cell_dir(runs, "urss-1", annotation, s.seed))
-            if base.get("state") != "done":
+            if base.get("state") not in ("done", "budget"):
                 record["state"] = "waiting for urss-1"
                 return record
             init_from = Path(base["run_dir"]) / "train"
+            lr = s.lr * URSS_PHASE2_LR_FACTOR
         loss, opts, warmup = method_loss(method, s, overrides)
         cfg = train_config(s, run_dir, loss, opts, warmup, seeds=seeds, superpixels=prepare_superpixels(s, data),
-                           init_from=init_from)
+                           init_from=init_from, lr=lr)
         status = train_run(s, run_dir, cfg)
     else:
         loss, opts, warmup = method_loss(method, s, overrides)
