@@ -42,7 +42,8 @@ Methods (``wsss train --loss ...`` with the toolkit defaults, docs/methods.md, u
 model predicts on train → ``solve`` → ``train --loss pseudo``) and ``solver`` (``solve --init uniform``
 from the seeds alone, no network: its row is the pseudo-label mIoU on **train**), ``urss-1`` / ``urss-2``
 (``--loss urss`` phase 1, and phase 2 started from that phase-1 run; SLIC pseudo-boundaries from
-``wsss superpixels`` of the train images, OUT/superpixels.h5), ``spml`` (``--loss spml`` embedding run on the
+``wsss superpixels`` of the train images, OUT/superpixels.h5), ``urss-net-pce`` (the control: the URSS network
+trained by phase 1 with ω₁ = 0, i.e. pCE alone), ``spml`` (``--loss spml`` embedding run on the
 seeds and the SLIC regions → ``wsss spml-labels`` random-walk pseudo-labels on train → the final classifier on
 the frozen embedding, ``train --loss pseudo --hard --init-from``; main table and, asked for by name, the
 robustness table). ``full`` trains the same network with plain
@@ -87,7 +88,7 @@ from wsss.losses.defaults import LR_RL, N_RL
 
 #: The table's methods, in order (see the module docstring).
 METHODS = ("full", "full-balanced", "pce", "gridcrf", "densecrf", "ncut", "kernelcut", "collision", "collision-hard", "proposals", "solver",
-           "urss-1", "urss-2", "spml")
+           "urss-net-pce", "urss-1", "urss-2", "spml")
 #: Robustness rows beyond :data:`ROBUST_METHODS` (asked for by name with --methods): SPML on clicks.
 EXTRA_ROBUST_METHODS = ("spml",)
 #: Robustness table: these methods on every annotation.
@@ -442,6 +443,8 @@ def method_loss(method: str, s: Settings, overrides: dict[str, Any] | None = Non
         loss, opts = "pseudo", {}
     elif method in ("urss-1", "urss-2"):
         loss, opts = "urss", {"phase": int(method[-1])}
+    elif method == "urss-net-pce":  # the control: the URSS network and pipeline, pCE alone
+        loss, opts = "urss", {"phase": 1, "omega1": 0.0}
     elif method == "spml":  # the final classifier (hard pseudo-labels on the frozen SPML embedding)
         loss, opts = "pseudo", {"hard": True}
     else:
@@ -698,7 +701,7 @@ def _run_cell(s, data, method, annotation, runs, overrides, run_dir, crf, seeds,
         record["pce_seconds"] = base["status"]["train_seconds"]
     elif method == "spml":
         status = spml_cell(s, data, annotation, run_dir, seeds, record)
-    elif method in ("urss-1", "urss-2"):
+    elif method in ("urss-net-pce", "urss-1", "urss-2"):
         init_from, lr = None, None
         if method == "urss-2":  # phase 2 starts from the phase-1 run of the same seed (finished or stopped by the cap)
             base = run_cell(s, data, "urss-1", annotation, runs, crf=False,
