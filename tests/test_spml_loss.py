@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from wsss.constants import IGNORE_INDEX
 from wsss.losses.registry import make_loss
-from wsss.losses.spml import (affinity_term, annotation_term, contrastive_losses, cooccurrence_term, image_tags,
+from wsss.losses.spml import (MAX_KAPPA, affinity_term, annotation_term, contrastive_losses, cooccurrence_term, image_tags,
                               image_similarity_term, nearest_resize)
+from wsss.losses.spml_reference import dense_contrastive_losses
 from wsss.spml import kmeans_features, segment_prototypes, segments
 from wsss.spml.memory import SegmentMemory
 
@@ -40,23 +41,65 @@ def test_contrastive_losses_against_a_brute_force_loop_with_own_exclusion_and_fa
     f, protos = _unit(rng.normal(size=(n, d))), _unit(rng.normal(size=(s, d)))
     own = rng.integers(0, s, n)
     positive = rng.random((n, s)) < 0.4
-    negative = ~positive
     positive[0] = False  # no positive at all: fallback to the own segment
     positive[1] = False
     positive[1, own[1]] = True  # only the own segment: fallback as well
-    negative[2, own[2]] = True  # own marked negative: still not counted among the negatives
-    got = contrastive_losses(torch.tensor(f), torch.tensor(protos), torch.tensor(own), torch.tensor(positive),
-                             torch.tensor(negative), 6.0)
-    want = [_reference_loss(f[i], protos, own[i], positive[i], negative[i], 6.0) for i in range(n)]
+    positive[2, own[2]] = False  # own not marked positive: still not counted among the negatives
+    positive[2, (own[2] + 1) % s] = True
+    # every pixel its own group: any positive pattern
+    got = contrastive_losses(torch.tensor(f), torch.tensor(protos), torch.tensor(own), torch.arange(n),
+                             torch.tensor(positive), 6.0)
+    want = [_reference_loss(f[i], protos, own[i], positive[i], ~positive[i], 6.0) for i in range(n)]
     assert np.allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
     # the fallback is SegSort's −ln p(z_i | i) over the own segment and the negatives
     logits = 6.0 * protos @ f[0]
-    keep = [t for t in range(s) if t == own[0] or negative[0, t]]
-    assert math.isclose(got[0].item(), -(logits[own[0]] - np.log(np.exp(logits[keep]).sum())), rel_tol=1e-10)
+    assert math.isclose(got[0].item(), -(logits[own[0]] - np.log(np.exp(logits).sum())), rel_tol=1e-10)
     # with another positive the own segment leaves the numerator and the denominator
-    i = next(i for i in range(3, n) if positive[i].sum() - positive[i, own[i]] >= 1)
+    i = 2
     others = [t for t in range(s) if positive[i, t] and t != own[i]]
-    assert own[i] not in others
+    rest = [t for t in range(s) if t != own[i]]
+    want_2 = -np.log(np.exp(logits_i := 6.0 * protos @ f[i])[others].sum() / np.exp(logits_i)[rest].sum())
+    assert math.isclose(got[i].item(), want_2, rel_tol=1e-10)
+
+
+def _grouped_problem(n, s, d, groups, seed, dtype=torch.float64):
+    rng = np.random.default_rng(seed)
+    f = F.normalize(torch.tensor(rng.normal(size=(n, d)), dtype=dtype), dim=1).requires_grad_(True)
+    protos = F.normalize(torch.tensor(rng.normal(size=(s, d)), dtype=dtype), dim=1).requires_grad_(True)
+    own = torch.tensor(rng.integers(0, s, n))
+    group = torch.tensor(rng.integers(0, groups, n))
+    group_positive = torch.tensor(rng.random((groups, s)) < 0.3)
+    group_positive[0] = False  # group 0: fallback rows
+    group_positive[1] = False
+    group_positive[1, own[group == 1]] = True  # group 1: positives are the own segments only → fallback or not
+    return f, protos, own, group, group_positive
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_contrastive_losses_values_and_gradients_match_the_dense_masked_reference(dtype):
+    f, protos, own, group, group_positive = _grouped_problem(40, 23, 6, 5, 4, dtype)
+    positive = group_positive[group]
+    got = contrastive_losses(f, protos, own, group, group_positive, 16.0)
+    want = dense_contrastive_losses(f, protos, own, positive, ~positive, 16.0)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    assert torch.allclose(got, want, **tol)
+    weights = torch.linspace(0.5, 2.0, 40, dtype=dtype)
+    g_got = torch.autograd.grad((weights * got).sum(), (f, protos))
+    g_want = torch.autograd.grad((weights * want).sum(), (f, protos))
+    for a, b in zip(g_got, g_want):
+        assert torch.allclose(a, b, **tol)
+
+
+def test_contrastive_losses_gradient_against_finite_differences():
+    f, protos, own, group, group_positive = _grouped_problem(9, 6, 3, 3, 5)
+    assert torch.autograd.gradcheck(lambda x, p: contrastive_losses(x, p, own, group, group_positive, 6.0),
+                                    (f, protos))
+
+
+def test_contrastive_losses_refuses_a_kappa_beyond_its_exact_range():
+    f, protos, own, group, group_positive = _grouped_problem(4, 3, 2, 2, 6)
+    with pytest.raises(ValueError):
+        contrastive_losses(f, protos, own, group, group_positive, MAX_KAPPA * 1.5)
 
 
 def _batch():
@@ -257,3 +300,9 @@ def test_weights_per_annotation_type_code_and_paper():
         make_loss("spml", {"annotation": "masks"})
     with pytest.raises(UserError, match="--kappa-img"):
         make_loss("spml", {"kappa_img": 0})
+
+
+def test_kappa_beyond_the_exact_range_is_a_user_error():
+    from wsss.errors import UserError
+    with pytest.raises(UserError, match="--kappa-occ"):
+        make_loss("spml", {"kappa_occ": MAX_KAPPA + 1})

@@ -25,7 +25,8 @@ where ``C⁺`` **excludes** ``z_i``; when no other positive segment exists ``C�
   positives / negatives by that label. Reduction: the mean over the valid pixels.
 
 Each relation returns a :class:`~wsss.losses.term.Term` (its weight × the sum, and the count it is averaged
-over). Memory: every relation builds ``N×S`` similarity matrices (``N`` its pixels, ``S`` its segments).
+over). Memory and time: every relation builds one ``N×S`` similarity matrix (``N`` its pixels, ``S`` its
+segments), exponentiated once (:func:`contrastive_losses`).
 """
 
 from __future__ import annotations
@@ -46,31 +47,84 @@ from wsss.spml.kmeans import (DEFAULT_GRID, DEFAULT_ITERATIONS, Segments, kmeans
 from wsss.spml.memory import SegmentMemory
 
 
-def contrastive_losses(features: Tensor, prototypes: Tensor, own: Tensor, positive: Tensor, negative: Tensor,
+#: the largest κ the loss accepts: with unit features and prototypes every logit lies in [−κ, κ], so each
+#: exponential ``exp(κ μ_sᵀ f_i − max_t κ μ_tᵀ f_i) ≥ exp(−2κ)`` stays a normal float32 number (> 1e-35)
+#: and the one-shift log-sum-exp of :func:`contrastive_losses` loses nothing to underflow
+MAX_KAPPA = 40.0
+
+
+def _group_masses(e: Tensor, group: Tensor, group_positive: Tensor) -> Tensor:
+    """``Σ_s e_is · P[group_i, s]`` for every row: ``N`` float. e: ``N×S`` float ≥ 0; group: ``N`` int64 in
+    ``[0, G)``; group_positive: ``G×S`` bool. One ``N×S×G`` product (G is small: images, labels)."""
+    return (e @ group_positive.to(e.dtype).transpose(0, 1)).gather(1, group[:, None])[:, 0]
+
+
+class _GroupedContrastive(torch.autograd.Function):
+    """Eq. (3) for all pixels at once (:func:`contrastive_losses`), with its own backward: the ``N×S``
+    logits are exponentiated once (shifted by each row's maximum over its denominator) and reused for both
+    sums and the gradient, instead of two masked log-sum-exps and their autograd backward."""
+
+    @staticmethod
+    def forward(ctx, features, prototypes, own, group, group_positive, kappa):
+        n = features.shape[0]
+        rows = torch.arange(n, device=features.device)
+        pos_count = group_positive.sum(1).index_select(0, group)  # N
+        others = pos_count - group_positive[group, own].long() > 0  # N bool: a positive besides z_i
+        e = torch.mm(features, prototypes.transpose(0, 1)).mul_(kappa)  # N×S logits
+        own_logit = e[rows, own]
+        # rows with another positive: z_i leaves numerator and denominator (its exponential becomes 0)
+        e.index_put_((rows[others], own[others]), own_logit.new_tensor(float("-inf")))
+        shift = e.amax(1)  # N, finite: the row keeps z_i or another positive
+        e.sub_(shift[:, None]).exp_()
+        den = e.sum(1)
+        pos = torch.where(others, _group_masses(e, group, group_positive), (own_logit - shift).exp())
+        ctx.save_for_backward(e, features, prototypes, own, group, group_positive, others, den, pos)
+        ctx.kappa = kappa
+        return den.log() - pos.log()
+
+    @staticmethod
+    def backward(ctx, grad):
+        e, features, prototypes, own, group, group_positive, others, den, pos = ctx.saved_tensors
+        # ∂L_i/∂logit_is = e_is / den_i − [s ∈ C⁺_i] e_is / pos_i  (C⁺_i = P[group_i] \ {z_i}, or {z_i})
+        # ∂L_i/∂(μ_sᵀ f_i) = κ ∂L_i/∂logit_is: κ folded into the per-row coefficients
+        grad = grad * ctx.kappa
+        a = grad / den
+        b = torch.where(others, a - grad / pos, a)  # coefficient of the positives (fallback rows: none)
+        g = torch.where(group_positive[group], b[:, None], a[:, None]).mul_(e)
+        fallback = torch.nonzero(~others).squeeze(1)
+        g.index_put_((fallback, own[fallback]), -grad[fallback], accumulate=True)  # −∂ logit_{i z_i}
+        grad_f = torch.mm(g, prototypes) if ctx.needs_input_grad[0] else None
+        grad_p = torch.mm(g.transpose(0, 1), features) if ctx.needs_input_grad[1] else None
+        return grad_f, grad_p, None, None, None, None
+
+
+def contrastive_losses(features: Tensor, prototypes: Tensor, own: Tensor, group: Tensor, group_positive: Tensor,
                        kappa: float) -> Tensor:
-    """Per-pixel loss ``L_i`` of eq. (3) with the own-segment exclusion and its fallback (module docstring).
+    """Per-pixel loss ``L_i`` of eq. (3) with the own-segment exclusion and its fallback (module docstring);
+    the negatives are every segment that is not a positive.
+
+    The positives come by group: pixel ``i``'s are ``group_positive[group[i]]`` (its label, its image, …),
+    so no ``N×S`` mask is built. Exact up to rounding for unit features and prototypes and
+    ``κ ≤`` :data:`MAX_KAPPA` (one shift per row; :func:`wsss.losses.spml_reference.dense_contrastive_losses`
+    is the masked log-sum-exp form it is tested against, values and gradients).
 
     Args:
         features: ``N×D`` float unit pixel features ``f_i``.
         prototypes: ``S×D`` float unit segment prototypes ``μ_s``.
         own: ``N`` int64, each pixel's own segment ``z_i`` in ``[0, S)``.
-        positive, negative: ``N×S`` bool positive / negative segments of each pixel (``own`` may be
-            marked positive or not; it is never counted among the negatives).
-        kappa: concentration κ.
+        group: ``N`` int64 in ``[0, G)``, each pixel's group.
+        group_positive: ``G×S`` bool, the positive segments of each group (own may be marked positive or
+            not; it is never a negative).
+        kappa: concentration κ in ``(0, MAX_KAPPA]``.
 
     Returns:
         ``N`` float per-pixel losses (≥ 0, finite), differentiable in ``features`` and ``prototypes``.
     """
-    n, s = positive.shape
-    logits = kappa * features @ prototypes.transpose(0, 1)
-    own_mask = torch.zeros(n, s, dtype=torch.bool, device=features.device)
-    own_mask[torch.arange(n, device=features.device), own] = True
-    others = positive & ~own_mask
-    pos = torch.where(others.any(1, keepdim=True), others, own_mask)
-    denominator = pos | (negative & ~own_mask)
-    neg_inf = torch.finfo(logits.dtype).min
-    return (torch.logsumexp(logits.masked_fill(~denominator, neg_inf), 1)
-            - torch.logsumexp(logits.masked_fill(~pos, neg_inf), 1))
+    if not 0 < kappa <= MAX_KAPPA:
+        raise ValueError(f"κ = {kappa}: must lie in (0, {MAX_KAPPA:g}]")
+    if features.shape[0] == 0:
+        return features.sum(1) + prototypes.sum() * 0.0
+    return _GroupedContrastive.apply(features, prototypes, own, group, group_positive.bool(), float(kappa))
 
 
 def _pixels(features: Tensor, segs: Segments) -> tuple[Tensor, Tensor, Tensor]:
@@ -82,6 +136,13 @@ def _pixels(features: Tensor, segs: Segments) -> tuple[Tensor, Tensor, Tensor]:
     flat = features.permute(0, 2, 3, 1).reshape(-1, d)
     image = torch.arange(b, device=features.device).repeat_interleave(h * w)
     return flat[inside], ids[inside], image[inside]
+
+
+def _value_groups(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Segments grouped by an attribute (region, label): ``values`` ``S`` int64 → ``(group S int64 in
+    [0, G), G×S bool: the segments of each group)``, G the number of distinct values."""
+    distinct, group = torch.unique(values, return_inverse=True)
+    return group, torch.arange(distinct.numel(), device=values.device)[:, None] == group[None, :]
 
 
 def _zero(features: Tensor) -> Tensor:
@@ -125,9 +186,8 @@ def image_similarity_term(v: Tensor, segs: Segments, kappa: float, weight: float
         seg_idx = torch.nonzero(segs.image == b).squeeze(1)  # contiguous: segments are sorted by image
         start = int(seg_idx[0])
         own_b = own[pick] - start
-        region = segs.region[seg_idx]
-        positive = region[own_b][:, None] == region[None, :]
-        losses = contrastive_losses(f[pick], protos[seg_idx], own_b, positive, ~positive, kappa)
+        region, same_region = _value_groups(segs.region[seg_idx])
+        losses = contrastive_losses(f[pick], protos[seg_idx], own_b, region[own_b], same_region, kappa)
         total = total + losses.mean()
         count += 1
     return Term.of(weight * total, count)
@@ -153,8 +213,9 @@ def annotation_term(e: Tensor, segs: Segments, protos: Tensor, bank_protos: Tens
     bank_keep = bank_labels != IGNORE_INDEX
     seg_protos = torch.cat([protos[keep], bank_protos[bank_keep].detach()])
     seg_labels = torch.cat([segs.label[keep], bank_labels[bank_keep]])
-    positive = label[pick][:, None] == seg_labels[None, :]
-    losses = contrastive_losses(f[pick], seg_protos, remap[own[pick]], positive, ~positive, kappa)
+    own_kept = remap[own[pick]]
+    label_group, same_label = _value_groups(seg_labels)
+    losses = contrastive_losses(f[pick], seg_protos, own_kept, label_group[own_kept], same_label, kappa)
     return Term.of(weight * losses.sum(), losses.shape[0])
 
 
@@ -176,8 +237,7 @@ def cooccurrence_term(e: Tensor, segs: Segments, protos: Tensor, tags: Tensor, b
     seg_protos = torch.cat([protos, bank_protos.detach()])
     seg_tags = torch.cat([tags[segs.image], bank_tags]).float()
     shares = (tags.float() @ seg_tags.transpose(0, 1)) > 0  # B×(S+M): image b shares a tag with segment s
-    positive = shares[image[pick]]
-    losses = contrastive_losses(f[pick], seg_protos, own[pick], positive, ~positive, kappa)
+    losses = contrastive_losses(f[pick], seg_protos, own[pick], image[pick], shares, kappa)
     return Term.of(weight * losses.sum(), losses.shape[0])
 
 
@@ -201,8 +261,8 @@ def affinity_term(e: Tensor, segs: Segments, protos: Tensor, kappa: float, weigh
     label = propagated_labels(protos.detach(), segs.label)
     if f.shape[0] == 0 or bool((label == IGNORE_INDEX).all()):
         return Term.of(_zero(e), 0)
-    positive = label[own][:, None] == label[None, :]
-    losses = contrastive_losses(f, protos, own, positive, ~positive, kappa)
+    label_group, same_label = _value_groups(label)
+    losses = contrastive_losses(f, protos, own, label_group[own], same_label, kappa)
     return Term.of(weight * losses.sum(), losses.shape[0])
 
 
@@ -289,7 +349,7 @@ class SPMLLoss(TrainingLoss):
         self.iterations = int(DEFAULT_ITERATIONS if iterations is None else iterations)
         self.memory_batches = int(D.MEMORY_BATCHES if memory is None else memory)
         check_numbers([(f"--w-{r}", w, 0, None) for r, w in zip(D.RELATIONS, self.relation_weights)]
-                      + [(f"--kappa-{r}", k, 0, None, {"low_open": True}) for r, k in
+                      + [(f"--kappa-{r}", k, 0, MAX_KAPPA, {"low_open": True}) for r, k in
                          zip(D.RELATIONS, (self.kappa_img, self.kappa_ann, self.kappa_occ, self.kappa_aff))]
                       + [("--embedding-dim", self.embedding_dim, 1, None, {"integer": True}),
                          ("--kmeans-grid", self.grid, 1, None, {"integer": True}),
@@ -364,5 +424,5 @@ class SPMLLoss(TrainingLoss):
                 "grid": self.grid, "iterations": self.iterations, "memory": self.memory_batches}
 
 
-__all__ = ["SPMLLoss", "affinity_term", "annotation_term", "contrastive_losses", "cooccurrence_term", "image_tags",
+__all__ = ["MAX_KAPPA", "SPMLLoss", "affinity_term", "annotation_term", "contrastive_losses", "cooccurrence_term", "image_tags",
            "image_similarity_term", "nearest_resize", "propagated_labels"]
