@@ -123,3 +123,68 @@ def test_resume_of_a_checkpoint_without_schedule_state(toy, tmp_path):
     a, b = load_checkpoint(full), load_checkpoint(part)
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def _warmup_closed_form(lr: float, t: int, total: int, power: float, warmup: int, start: float) -> float:
+    """The SPML code's ``lr_poly``: during the warm-up the smaller of the linear ramp and the poly decay."""
+    poly = lr * (1.0 - t / total) ** power if t < total else 0.0
+    if t < warmup:
+        alpha = t / warmup
+        return min(lr * (start * (1 - alpha) + alpha), poly)
+    return poly
+
+
+@pytest.mark.parametrize("total,warmup,start", [(12, 5, 0.1), (6, 6, 0.25), (4, 10, 0.1)])
+def test_warmup_is_the_closed_form_per_group(total, warmup, start):
+    opt, params = _optimizer()
+    sched = PolyLR(opt, total_steps=total, power=0.9, warmup_steps=warmup, warmup_start=start)
+    lrs = _train_steps(opt, sched, params, total + 2)
+    for t, per_group in enumerate(lrs):
+        expected = [_warmup_closed_form(base, t, total, 0.9, warmup, start) for base in (0.01, 0.25)]
+        assert per_group == pytest.approx(expected, rel=1e-12, abs=0.0), t
+    assert lrs[0] == pytest.approx([0.01 * start, 0.25 * start], rel=1e-12)
+    # the ramp at first, the poly decay of the whole run (from step 0) from the end of the warm-up on or where
+    # it is lower than the ramp
+    ramp = 0.01 * (start + (1 - start) / warmup)
+    assert ramp < _closed_form(0.01, 1, total, 0.9) and lrs[1][0] == pytest.approx(ramp, rel=1e-12)
+    assert lrs[min(warmup, total) - 1][0] == pytest.approx(_closed_form(0.01, min(warmup, total) - 1, total, 0.9), rel=1e-12)
+    # no warm-up: exactly the plain poly schedule
+    opt, params = _optimizer()
+    plain = _train_steps(opt, PolyLR(opt, total_steps=total, power=0.9, warmup_steps=0), params, total)
+    assert plain == [[_closed_form(b, t, total, 0.9) for b in (0.01, 0.25)] for t in range(total)]
+
+
+def test_warmup_resume_mid_warmup_continues_exactly():
+    total, cut = 10, 2
+    opt, params = _optimizer()
+    uninterrupted = _train_steps(opt, PolyLR(opt, total, 0.9, warmup_steps=5), params, total)
+    opt, params = _optimizer()
+    sched = PolyLR(opt, total, 0.9, warmup_steps=5)
+    first = _train_steps(opt, sched, params, cut)
+    saved = sched.state_dict()
+    assert saved["warmup_steps"] == 5 and saved["warmup_start"] == 0.1
+    opt2, _ = _optimizer()
+    again = PolyLR(opt2, total, 0.9)  # built without the warm-up: the saved state brings it back
+    opt2.load_state_dict(opt.state_dict())  # after the schedule, as the training loop does
+    again.load_state_dict(saved)
+    rest = _train_steps(opt2, again, params, total - cut)
+    assert first + rest == uninterrupted
+
+
+def test_training_run_warms_up_and_resumes_across_the_warmup(toy, tmp_path):
+    _, seeds = toy
+    base = dict(seeds=str(seeds), epochs=3, backbone="mobilenet_v2", width_mult=0.25, head_channels=8, batch_size=2,
+                crop_size=32, lr=0.01, progress=False, log_every=1, device="cpu", lr_warmup_steps=3, lr_warmup_start=0.2)
+    total = 6  # 3 epochs × 2 steps; the interruption after epoch 1 falls inside the warm-up
+    full = train(TrainConfig(out=str(tmp_path / "full"), **base))
+    part = tmp_path / "part"
+    train(TrainConfig(out=str(part), stop_after_epoch=1, **base))
+    assert load_checkpoint(part)["scheduler"]["warmup_steps"] == 3
+    train(TrainConfig(out=str(part), resume=True, **base))
+    for run in (full, part):
+        steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        lrs = [r["lr"] for r in steps if r["kind"] == "step"]
+        assert lrs == pytest.approx([_warmup_closed_form(0.01, t, total, 0.9, 3, 0.2) for t in range(total)], rel=1e-12)
+    a, b = load_checkpoint(full), load_checkpoint(part)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key

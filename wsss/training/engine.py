@@ -9,7 +9,8 @@ creates one, trains epoch after epoch and checkpoints after each. Per run:
 2. **Set up**: the model on its device, wrapped in DistributedDataParallel under ``torchrun`` (SyncBatchNorm
    on CUDA); SGD on the task's parameter groups (``momentum``, ``weight_decay`` of the config; a group may
    set its own ``weight_decay``); the poly schedule :class:`~wsss.training.schedule.PolyLR` over
-   ``T = epochs · steps_per_epoch`` steps; AMP (float16 autocast + grad scaling) on CUDA; the data order
+   ``T = epochs · steps_per_epoch`` steps (after a linear warm-up of ``lr_warmup_steps`` steps where the
+   configuration has that field); AMP (float16 autocast + grad scaling) on CUDA; the data order
    :class:`~wsss.training.data.EpochSampler`. On resume the optimizer, scheduler, scaler and the torch
    RNG states of every rank come from the checkpoint, so the run continues bit-exactly on CPU.
 3. **One epoch** (:func:`train_one_epoch`), per step: ``terms = task.batch_terms(...)``
@@ -23,7 +24,7 @@ creates one, trains epoch after epoch and checkpoints after each. Per run:
    joins the epoch's metrics. Only rank 0 writes (:mod:`wsss.training.run`).
 
 The loop reads the common fields of the task's configuration dataclass: ``out``, ``epochs``,
-``batch_size``, ``lr``, ``lr_power``, ``momentum``, ``weight_decay``, ``seed``, ``device``, ``amp``,
+``batch_size``, ``lr``, ``lr_power`` (and ``lr_warmup_steps`` / ``lr_warmup_start`` if present), ``momentum``, ``weight_decay``, ``seed``, ``device``, ``amp``,
 ``workers``, ``log_every``, ``resume``, ``stop_after_epoch``, ``progress``; it records all of it
 (``config.json`` ``train``).
 """
@@ -51,7 +52,7 @@ from wsss.paths import StageInputs
 from wsss.progress import progress_bar
 from wsss.training.data import EpochSampler
 from wsss.training.run import RunDir, checkpoint_task, load_checkpoint
-from wsss.training.schedule import PolyLR
+from wsss.training.schedule import WARMUP_START, PolyLR
 from wsss.training.task import TrainingTask
 from wsss.validation import check_allocation, check_numbers
 
@@ -326,7 +327,10 @@ def train_task(task: TrainingTask, cfg: Any, on_step: StepHook | None = None,
     sampler = EpochSampler(trainset, rank=ctx.rank, world_size=ctx.world_size, seed=cfg.seed)
     loader = DataLoader(trainset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                         pin_memory=device.type == "cuda", drop_last=False)
-    scheduler = PolyLR(optimizer, total_steps=cfg.epochs * len(loader), power=cfg.lr_power)
+    # a configuration without the warm-up fields (the CAM task's) has no warm-up
+    scheduler = PolyLR(optimizer, total_steps=cfg.epochs * len(loader), power=cfg.lr_power,
+                       warmup_steps=getattr(cfg, "lr_warmup_steps", 0),
+                       warmup_start=getattr(cfg, "lr_warmup_start", WARMUP_START))
     tr = Trainer(task, cfg, ctx, device, run, model, core, optimizer, scheduler, scaler, use_amp, loader, sampler)
     start_epoch = 0
     if state is not None:
