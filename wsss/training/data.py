@@ -12,6 +12,8 @@ Augmentation (toolkit defaults, after the rloss / torchvision segmentation refer
 2. optional (off by default; the URSS code's, :mod:`wsss.training.rotation_blur`): rotation by an angle
    uniform in ``±rotation`` degrees with probability 0.5, then a 5×5 Gaussian blur (σ 1.1) of the image
    with probability 0.5; pixels rotated in from outside the image are outside the validity mask;
+   optional (off by default; the SPML final classifier's, :mod:`wsss.training.photometric`): grayscale with
+   probability ``grayscale``, and the blur of ``blur_kernel`` (``spml``: σ drawn per sample);
 3. horizontal flip with probability 0.5;
 4. random ``crop×crop`` window; where the scaled image is smaller it is padded. Padding is **not**
    encoded in the labels: the sample carries a separate validity mask (docs/methods.md §1), False on
@@ -35,7 +37,8 @@ from torch.utils.data import DistributedSampler
 from wsss.artifacts import IGNORE_INDEX, Artifact
 from wsss.data import Dataset
 from wsss.errors import UserError
-from wsss.training.rotation_blur import BLUR_P, ROTATION_P, gaussian_blur, rotate_maps
+from wsss.training.photometric import BLUR_KERNELS, draw_spml_blur, grayscale
+from wsss.training.rotation_blur import BLUR_P, BLUR_SIGMA, ROTATION_P, gaussian_blur, rotate_maps
 from wsss.validation import check_allocation, check_finite_input, check_seeds_labelled
 
 #: target sources: what a loss trains on
@@ -52,7 +55,9 @@ class AugmentConfig:
         flip: random horizontal flip with probability 0.5.
         rotation: largest rotation in degrees, drawn uniformly in ``±rotation`` with probability 0.5
             (0: off, the toolkit default; the URSS code: 10).
-        blur: 5×5 Gaussian blur (σ 1.1) of the image with probability 0.5 (off by default; the URSS code: on).
+        blur: 5×5 Gaussian blur of the image with probability 0.5 (off by default; the URSS code: on).
+        grayscale: probability of turning the image gray (0: off, the toolkit default; SPML final classifier: 0.3).
+        blur_kernel: the blur: ``urss`` (σ 1.1, the default) or ``spml`` (``exp(−r²/s²)``, ``s ~ U[0.1, 5]``).
     """
 
     crop_size: int = 513
@@ -61,11 +66,18 @@ class AugmentConfig:
     flip: bool = True
     rotation: float = 0.0
     blur: bool = False
+    grayscale: float = 0.0
+    blur_kernel: str = "urss"
+
+    def __post_init__(self) -> None:
+        if self.blur_kernel not in BLUR_KERNELS:
+            raise UserError(f"--blur-kernel {self.blur_kernel}: choose one of {', '.join(BLUR_KERNELS)}.")
 
     @classmethod
     def of(cls, cfg) -> "AugmentConfig":
         """The augmentation fields of a training configuration (:class:`~wsss.training.segmentation.TrainConfig`)."""
-        return cls(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.rotation, cfg.blur)
+        return cls(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.rotation, cfg.blur, cfg.grayscale,
+                   cfg.blur_kernel)
 
 
 class TargetSource:
@@ -153,6 +165,8 @@ def augment(
     # drawn only when enabled: the default augmentation's random stream is unchanged
     angle = float(rng.uniform(-config.rotation, config.rotation)) if config.rotation > 0 and rng.random() < ROTATION_P else 0.0
     blur = bool(config.blur and rng.random() < BLUR_P)
+    gray = bool(config.grayscale > 0 and rng.random() < config.grayscale)
+    sigma = (draw_spml_blur(rng) if config.blur_kernel == "spml" else BLUR_SIGMA) if blur else 0.0
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     lab = torch.from_numpy(np.ascontiguousarray(labels))[None, None].float()
     extra = [m for m in (boundary, regions) if m is not None]  # more nearest-neighbour channels of the label map
@@ -172,7 +186,9 @@ def augment(
     if angle:
         img, lab, prb, inside = rotate_maps(img, lab, prb, angle)
     if blur:
-        img = gaussian_blur(img)
+        img = gaussian_blur(img, sigma=sigma)
+    if gray:
+        img = grayscale(img)
     if flip:
         img, lab = img.flip(-1), lab.flip(-1)
         prb = prb.flip(-1) if prb is not None else None

@@ -10,9 +10,11 @@ by the generic loop :func:`wsss.training.engine.run_task`.
 - Optimizer: SGD, momentum 0.9 and weight decay 5e-4 (rloss public code), two parameter groups:
   backbone at ``lr``, ASPP + decoder at ``lr · head_lr_mult`` (10, rloss); poly decay
   ``lr_t = lr (1 − t/T)^0.9`` over ``T = epochs · steps_per_epoch`` optimizer steps
-  (:class:`~wsss.training.schedule.PolyLR`; paper: lr 0.0007, power 0.9).
+  (:class:`~wsss.training.schedule.PolyLR`; paper: lr 0.0007, power 0.9), optionally after a linear
+  warm-up of ``lr_warmup_steps`` steps (the SPML code's 100, off by default).
 - Data: :mod:`wsss.training.data` (augmentation and validity mask, order from ``(seed, epoch, index)``;
-  ``rotation`` and ``blur``: the URSS code's extra augmentations, off by default).
+  ``rotation`` and ``blur``: the URSS code's extra augmentations; ``grayscale`` and ``blur_kernel="spml"``:
+  the SPML final classifier's; all off by default).
 - Validation (``--val-data``): single-scale mIoU after each epoch on rank 0 (:mod:`wsss.training.validate`).
 """
 
@@ -32,6 +34,8 @@ from wsss.losses.registry import LossBatch, TrainingLoss, make_loss
 from wsss.models import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, DeepLabV3Plus, ModelConfig, build_model, empty_model
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig, EvalSet, TargetSource, TrainSet
+from wsss.training.photometric import BLUR_KERNELS
+from wsss.training.schedule import WARMUP_START
 from wsss.training.engine import EpochHook, StepHook, check_crop_memory, check_schedule, run_task
 from wsss.training.task import TrainingTask
 from wsss.training.validate import evaluate
@@ -73,6 +77,8 @@ class TrainConfig:
     weight_decay: float = 5e-4  # rloss
     head_lr_mult: float = 10.0  # rloss
     warmup_epochs: int | None = None  # None: the loss's default (collision: 20 % of epochs, others 0)
+    lr_warmup_steps: int = 0  # off; SPML code: 100 linear lr warm-up steps (wsss.training.schedule)
+    lr_warmup_start: float = WARMUP_START  # the warm-up's start factor of lr: SPML code 0.1
     # augmentation (rloss / torchvision reference): crop 513, scale 0.5–2, flip
     crop_size: int = 513
     scale_min: float = 0.5
@@ -80,6 +86,8 @@ class TrainConfig:
     flip: bool = True
     rotation: float = 0.0  # off; URSS code: ±10° with p 0.5 (wsss.training.rotation_blur)
     blur: bool = False  # off; URSS code: 5×5 Gaussian σ 1.1 with p 0.5
+    grayscale: float = 0.0  # off; SPML code (final classifier): p 0.3 (wsss.training.photometric)
+    blur_kernel: str = "urss"  # the blur of --blur: urss (σ 1.1) or spml (SPML final classifier: s ~ U[0.1, 5])
     # run
     seed: int = 0
     device: str = "auto"
@@ -104,7 +112,12 @@ def check_train_config(cfg: TrainConfig) -> None:
         ("--scale-max", cfg.scale_max, cfg.scale_min, None, {"reason": "at least --scale-min"}),
         ("--rotate", cfg.rotation, 0, 180),
         ("--warmup-epochs", cfg.warmup_epochs, 0, cfg.epochs, {"integer": True, "reason": "part of --epochs"}),
+        ("--lr-warmup-steps", cfg.lr_warmup_steps, 0, None, {"integer": True}),
+        ("--lr-warmup-start", cfg.lr_warmup_start, 0, 1),
+        ("--grayscale", cfg.grayscale, 0, 1),
     ])
+    if cfg.blur_kernel not in BLUR_KERNELS:
+        raise UserError(f"--blur-kernel {cfg.blur_kernel}: choose one of {', '.join(BLUR_KERNELS)}.")
     check_crop_memory(cfg, 2)
 
 
