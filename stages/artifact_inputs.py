@@ -5,7 +5,8 @@
   ``--data`` / ``--layout`` / ``--split``);
 - :func:`check_ids`: the artifact's images must be images of that dataset;
 - :data:`SOFT_SCORES`, :func:`read_soft_scores`: the per-image class probabilities of a
-  ``predictions`` or ``pseudolabels`` artifact, checked (shape, finite values).
+  ``predictions`` or ``pseudolabels`` artifact, checked (shape, finite values);
+- :func:`read_seed_map`: the seed map of one image of a ``seeds`` artifact, checked (size, labels).
 
 Every failure is a :class:`~wsss.errors.UserError` naming the artifact and the fix.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss.artifacts import Artifact
+from wsss.constants import IGNORE_INDEX
 from wsss.data import Dataset, open_dataset, open_recorded_dataset
 from wsss.errors import UserError
 
@@ -91,4 +93,32 @@ def read_soft_scores(art: Artifact, image_id: str, num_classes: int) -> np.ndarr
     return scores
 
 
-__all__ = ["SOFT_SCORES", "check_ids", "read_soft_scores", "resolve_dataset"]
+def read_seed_map(art: Artifact, dataset: Dataset, image_id: str, shape: tuple[int, int], num_classes: int) -> np.ndarray:
+    """The seed map of one image, checked against the image.
+
+    Args:
+        art: the ``seeds`` artifact.
+        dataset: the images (named in the messages).
+        image_id: the image.
+        shape: ``(H, W)`` of the image.
+        num_classes: K.
+
+    Returns:
+        ``H×W`` uint8 labels, each a class ``0..K-1`` or 255 (unlabelled).
+
+    Raises:
+        UserError: the map's size differs from the image's, or it holds a label that is neither a class nor 255.
+    """
+    label = art.read(image_id, "label")
+    if label.shape != tuple(shape):
+        raise UserError(f"{art.path}: seeds of image '{image_id}' are {label.shape[1]}×{label.shape[0]} but "
+                        f"the image {dataset.image_path(image_id)} is {shape[1]}×{shape[0]} (W×H). "
+                        "Use the dataset the seeds were made for (--data).")
+    bad = (label >= num_classes) & (label != IGNORE_INDEX)
+    if bad.any():
+        raise UserError(f"{art.path}: seeds of image '{image_id}' contain label {int(label[bad][0])}, "
+                        f"not a class 0..{num_classes - 1} nor 255. Recreate the seeds for these {num_classes} classes.")
+    return label
+
+
+__all__ = ["SOFT_SCORES", "check_ids", "read_seed_map", "read_soft_scores", "resolve_dataset"]

@@ -28,10 +28,10 @@ from wsss.artifacts import Artifact
 from wsss.constants import IGNORE_INDEX
 from wsss.devices import resolve_device
 from wsss.errors import UserError
-from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.potts.solver import SolverConfig
 from wsss.stages.artifact_inputs import SOFT_SCORES, check_ids, read_soft_scores, resolve_dataset
+from wsss.stages.pseudolabel_writer import write_pseudolabels
 from wsss.validation import check_finite_arrays, check_seeds_labelled
 
 #: Probabilities are clamped at this value before ``ln`` when predictions become the solver's logits.
@@ -138,17 +138,7 @@ def run(
                   "predictions": None if pred_art is None else str(pred_art.path), "device": device,
                   **dataclasses.asdict(solver)}
 
-    def one(image_id: str):
-        image = dataset.load_image(image_id)
-        label = seeds_art.read(image_id, "label")
-        if label.shape != image.shape[:2]:
-            raise UserError(f"{seeds_art.path}: seeds of image '{image_id}' are {label.shape[1]}×{label.shape[0]} but "
-                            f"the image {dataset.image_path(image_id)} is {image.shape[1]}×{image.shape[0]} (W×H). "
-                            "Use the dataset the seeds were made for (--data).")
-        bad = (label >= k) & (label != IGNORE_INDEX)
-        if bad.any():
-            raise UserError(f"{seeds_art.path}: seeds of image '{image_id}' contain label {int(label[bad][0])}, "
-                            f"not a class 0..{k - 1} nor 255. Recreate the seeds for these {k} classes.")
+    def one(image_id: str, image: np.ndarray, label: np.ndarray):
         if pred_art is None and not np.any(label != IGNORE_INDEX):
             raise UserError(f"{seeds_art.path}: image '{image_id}' has no labelled pixel, and without --predictions "
                             "its pseudo-labels would be the uniform start. Pass --predictions, or seeds that label "
@@ -169,22 +159,8 @@ def run(
         return {"probs": y.astype(np.float16), "label": arg}, attrs
 
     inputs = [seeds_art.provenance()] + ([pred_art.provenance()] if pred_art is not None else [])
-    return run_per_image(
-        one,
-        ids,
-        {
-            "path": out,
-            "kind": "pseudolabels",
-            "classes": classes,
-            "config": dict(config),
-            "inputs": inputs,
-            "dataset": dataset.describe(),
-            "sources": sources,
-        },
-        workers=workers,
-        resume=resume,
-        description="solve",
-    )
+    return write_pseudolabels(one, seeds_art, dataset, out, config=config, inputs=inputs, sources=sources,
+                              workers=workers, resume=resume, description="solve")
 
 
 __all__ = ["PROB_EPS", "run", "solve_image"]

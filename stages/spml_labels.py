@@ -36,12 +36,12 @@ from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, crf_workers
 from wsss.devices import resolve_device
 from wsss.errors import UserError
-from wsss.parallel import run_per_image
 from wsss.paths import StageInputs
 from wsss.spml.random_walk import SPML_CRF, RandomWalkConfig, check_walk_memory, random_walk_scores, walk_probabilities
 from wsss.spml.runs import check_embedding_run
 from wsss.stages import crf as crf_stage
 from wsss.stages.artifact_inputs import check_ids, resolve_dataset
+from wsss.stages.pseudolabel_writer import write_pseudolabels
 from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
 from wsss.training.spml import spml_model_from_state
 from wsss.validation import check_finite_arrays
@@ -157,17 +157,7 @@ def run(
         config = {"stage": "spml-labels", "run": str(spml_run), "seeds": str(seeds_art.path), "out": str(out),
                   "walk": walk.to_dict(), "crf": None if crf is None else crf.to_dict()}
 
-    def one(image_id: str):
-        image = dataset.load_image(image_id)
-        label = seeds_art.read(image_id, "label")
-        if label.shape != image.shape[:2]:
-            raise UserError(f"{seeds_art.path}: seeds of image '{image_id}' are {label.shape[1]}×{label.shape[0]} but "
-                            f"the image {dataset.image_path(image_id)} is {image.shape[1]}×{image.shape[0]} (W×H). "
-                            "Use the dataset the seeds were made for (--data).")
-        bad = (label >= k) & (label != IGNORE_INDEX)
-        if bad.any():
-            raise UserError(f"{seeds_art.path}: seeds of image '{image_id}' contain label {int(label[bad][0])}, "
-                            f"not a class 0..{k - 1} nor 255. Recreate the seeds for these {k} classes.")
+    def one(image_id: str, image: np.ndarray, label: np.ndarray):
         present = present_classes(label, k)
         if not present.any():
             raise UserError(f"{seeds_art.path}: image '{image_id}' has no labelled pixel, so no class is known to be "
@@ -183,22 +173,9 @@ def run(
         attrs = {"seeded": float(np.mean(label != IGNORE_INDEX)), "crf_changed": float(np.mean(arg != walk_label))}
         return arrays, attrs
 
-    return run_per_image(
-        one,
-        ids,
-        {
-            "path": out,
-            "kind": "pseudolabels",
-            "classes": classes,
-            "config": dict(config),
-            "inputs": [seeds_art.provenance(), {"path": str(ckpt), "kind": "run", "epoch": meta["epoch"]}],
-            "dataset": dataset.describe(),
-            "sources": sources,
-        },
-        workers=crf_workers(crf, workers),
-        resume=resume,
-        description="spml-labels",
-    )
+    inputs = [seeds_art.provenance(), {"path": str(ckpt), "kind": "run", "epoch": meta["epoch"]}]
+    return write_pseudolabels(one, seeds_art, dataset, out, config=config, inputs=inputs, sources=sources,
+                              workers=crf_workers(crf, workers), resume=resume, description="spml-labels")
 
 
 __all__ = ["SPML_CRF", "image_pseudolabels", "load_embedding_net", "present_classes", "run"]

@@ -18,6 +18,8 @@ from wsss.training.data import AugmentConfig, augment
 from wsss.training.photometric import SPML_BLUR_RANGE, draw_spml_blur, grayscale, spml_blur_sigma
 from wsss.training.rotation_blur import gaussian_blur
 
+from filter_reference import filter_brute_force
+
 
 def test_grayscale_is_the_weighted_sum_in_every_channel():
     rng = np.random.default_rng(0)
@@ -37,15 +39,7 @@ def test_spml_blur_is_the_codes_5x5_kernel_with_mirrored_borders(s):
     weight = np.exp(-(xx ** 2 + yy ** 2) / s ** 2)
     weight /= weight.sum()
 
-    def mirror(k: int, n: int) -> int:  # reflect without repeating the edge pixel (OpenCV's default border)
-        return -k if k < 0 else 2 * (n - 1) - k if k >= n else k
-
-    expect = np.zeros_like(image)
-    for i in range(7):
-        for j in range(9):
-            for a in range(-2, 3):
-                for b in range(-2, 3):
-                    expect[0, :, i, j] += weight[a + 2, b + 2] * image[0, :, mirror(i + a, 7), mirror(j + b, 9)]
+    expect = filter_brute_force(image, weight)
     out = gaussian_blur(torch.from_numpy(image), sigma=spml_blur_sigma(s))
     np.testing.assert_allclose(out.numpy(), expect, rtol=1e-10, atol=1e-9)
 

@@ -11,38 +11,23 @@ from typer.testing import CliRunner
 
 from wsss.artifacts import Artifact, ArtifactWriter
 from wsss.data import open_dataset
-from wsss.data.generic import save_label_png
 from wsss.errors import UserError
 from wsss.potts.solver import SolverConfig
 from wsss.stages import solve as solve_stage
+
+from two_colour_data import make_two_colour_dataset
+from two_colour_data import write_seeds as write_two_colour_seeds
 
 CLASSES = ["dark", "bright"]
 H, W = 30, 40
 
 
 def make_dataset(root: Path, n: int = 3) -> Path:
-    from PIL import Image
-
-    (root / "train" / "images").mkdir(parents=True)
-    (root / "train" / "masks").mkdir(parents=True)
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    yy, xx = np.mgrid[:H, :W]
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        mask = (xx > W / 3 + (i + 1) * yy / 4).astype(np.uint8)
-        image = np.where(mask[..., None] == 1, [210, 200, 60], [30, 40, 120]) + rng.normal(0, 3, (H, W, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "train" / "images" / f"im{i}.png")
-        save_label_png(root / "train" / "masks" / f"im{i}.png", mask)
-    return root
+    return make_two_colour_dataset(root, CLASSES, H, W, n)
 
 
 def write_seeds(path: Path, root: Path, labels: dict[str, np.ndarray], classes=CLASSES) -> Path:
-    ds = open_dataset(root)
-    with ArtifactWriter(path, "seeds", classes=classes, config={"made": "test"}, dataset=ds.describe()) as w:
-        for image_id, lab in labels.items():
-            w.write(image_id, {"label": lab.astype(np.uint8)})
-        w.commit()
-    return path
+    return write_two_colour_seeds(path, root, labels, classes)
 
 
 def write_predictions(path: Path, root: Path, scores: dict[str, np.ndarray]) -> Path:
