@@ -45,7 +45,8 @@ from the seeds alone, no network: its row is the pseudo-label mIoU on **train**)
 ``wsss superpixels`` of the train images, OUT/superpixels.h5), ``urss-net-pce`` (the control: the URSS network
 trained by phase 1 with ω₁ = 0, i.e. pCE alone), ``spml`` (``--loss spml`` embedding run on the
 seeds and the SLIC regions → ``wsss spml-labels`` random-walk pseudo-labels on train → the final classifier on
-the frozen embedding, ``train --loss pseudo --hard --init-from``; main table and, asked for by name, the
+the frozen embedding, ``train --loss pseudo --hard --init-from`` with the SPML code's grayscale and blur
+augmentations; main table and, asked for by name, the
 robustness table). ``full`` trains the same network with plain
 cross-entropy over every labelled pixel of the dense masks (void ignored, no class weights — the same loss
 as ``pce`` on all pixels, so rare classes weigh as their pixel share, as for every other method): the upper
@@ -396,7 +397,12 @@ def spml_cell(s: Settings, data: Path, annotation: str, run_dir: Path, seeds: Pa
         spml_labels.run(emb / "train", seeds, pseudo, device=s.device, workers=s.workers, resume=True)
     record["eval_train"] = evaluate(s, pseudo, crf=False, seeds=seeds)
     loss, opts, warmup = method_loss("spml", s)
+    from wsss.training.photometric import SPML_GRAYSCALE_P
+
     final = train_config(s, run_dir, loss, opts, warmup, pseudolabels=pseudo, init_from=emb / "train")
+    # the SPML code's final-classifier augmentations (docs/methods.md §10); its 100-step lr warm-up is left out: it
+    # is 0.3 % of the code's 30 000 iterations, under one step of this budget's 460 at that share
+    final = dataclasses.replace(final, grayscale=SPML_GRAYSCALE_P, blur=True, blur_kernel="spml")
     return train_run(s, run_dir, final)
 
 
