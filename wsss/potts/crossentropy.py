@@ -67,6 +67,17 @@ def collision(log_y: Tensor, log_sigma: Tensor, dim: int = 1) -> Tensor:
     return -torch.logsumexp(log_y + log_sigma, dim)
 
 
+def collision_with_gradient(log_y: Tensor, log_sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`collision` (class axis 1) and its gradient with respect to ``y`` (not ``ln y``):
+    ``∂H₂/∂y = −σ / Σ_k y^k σ^k = −exp(ln σ + H₂)``, for solvers that skip autograd.
+
+    log_y, log_sigma: ``B×K×H×W`` float log-probabilities, same shape.
+    Returns ``(H₂ B×H×W, ∂H₂/∂y B×K×H×W)``, of the input dtype.
+    """
+    value = collision(log_y, log_sigma)
+    return value, -(log_sigma + value[:, None]).exp()
+
+
 def quadratic(log_y: Tensor, log_sigma: Tensor, dim: int = 1) -> Tensor:
     """Quadratic unary ``½‖y − σ‖²``: the closed-form reference of docs/methods.md §4.5 (tests only).
 

@@ -107,6 +107,25 @@ def log_quadratic(a: Tensor, b: Tensor, dim: int = 1) -> Tensor:
     return _safe_neg_log(1.0 - quadratic(a, b, dim))
 
 
+def collision_divergence_pieces(a: Tensor, b: Tensor, a_sq: Tensor, b_sq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`collision_divergence` with the pieces of its gradient, for solvers that skip autograd.
+
+    With ``live = [aᵀb/(‖a‖‖b‖) > LOG_EPS]`` (below the clamp the value is constant), the gradient is
+
+        ∂P/∂a = live · (a/‖a‖² − b/(aᵀb)),     ∂P/∂b = live · (b/‖b‖² − a/(aᵀb)),
+
+    norms clamped at :data:`NORM_EPS` as in the value (a clamped norm contributes no gradient).
+    a, b: ``B×K×…`` float (class axis 1); a_sq, b_sq: ``B×…`` their squared norms ``Σ_k a_k²``.
+    Returns ``(P, live / aᵀb, live)``, each ``B×…`` of the input dtype (``P`` equals
+    :func:`collision_divergence`).
+    """
+    dot = (a * b).sum(1)
+    cos = dot / (a_sq.clamp_min(NORM_EPS**2) * b_sq.clamp_min(NORM_EPS**2)).sqrt()
+    live = cos > LOG_EPS
+    inv_dot = torch.where(live, 1.0 / torch.where(live, dot, torch.ones_like(dot)), torch.zeros_like(dot))
+    return _safe_neg_log(cos), inv_dot, live.to(a.dtype)
+
+
 #: CLI name -> relaxation function ``P(a, b, dim=1)``.
 RELAXATIONS: dict[str, Relaxation] = {
     "bilinear": bilinear,

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from wsss.constants import IGNORE_INDEX
 from wsss.errors import UserError
-from wsss.potts.crossentropy import get_cross_entropy, safe_log
+from wsss.potts.crossentropy import collision, collision_with_gradient, get_cross_entropy, safe_log
 from wsss.potts.errors import PottsError
 from wsss.potts.linear import solve_quadratic
 from wsss.potts.neighbourhoods import (
@@ -50,9 +50,10 @@ from wsss.potts.neighbourhoods import (
     DEFAULT_DN_SIGMA_RGB,
     DEFAULT_DN_SIGMA_XY,
     NEIGHBOURHOODS,
+    GridNeighbourhood,
     make_neighbourhood,
 )
-from wsss.potts.relaxations import get_relaxation
+from wsss.potts.relaxations import collision_divergence, get_relaxation
 from wsss.validation import check_numbers
 
 #: Value of unlabeled pixels in seed maps (:data:`wsss.constants.IGNORE_INDEX`).
@@ -231,6 +232,31 @@ class _Problem:
             e = e + (self.unary[:, 0] * self.ce(log_y, self.log_sigma)).flatten(1).sum(1)
         return e
 
+    def analytic(self) -> bool:
+        """Whether :meth:`energy_and_gradient` has a closed form here (grid neighbourhood, collision
+        divergence, collision CE or no CE term: the defaults); otherwise it uses autograd."""
+        return (isinstance(self.nb, GridNeighbourhood) and self.relax is collision_divergence
+                and (self.log_sigma is None or self.ce is collision))
+
+    def energy_and_gradient(self, y: Tensor, log_y: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-image ``E`` (``B``) and ``∂E/∂y`` (``B×K×H×W``) at ``y`` (``B×K×H×W``, seeds reset) with
+        ``ln y`` (same shape). The gradient is with respect to ``y`` itself, not ``v`` (mirror descent)."""
+        if self.analytic():
+            e, g = self.nb.collision_divergence_with_gradient(y)
+            e, g = self.lam * e, g.mul_(self.lam)
+            if self.log_sigma is not None:
+                ce, g_ce = collision_with_gradient(log_y, self.log_sigma)
+                e = e + (self.unary[:, 0] * ce).flatten(1).sum(1)
+                g = g.addcmul_(self.unary, g_ce)
+            return e, g
+        tiny = torch.finfo(y.dtype).tiny
+        y0, log_y0 = y.detach(), log_y.detach()
+        y = y0.clone().requires_grad_(True)
+        # ln y with d(ln y)/dy = 1/y, evaluated exactly at y0 (gradient with respect to y, not v)
+        e = self.energy(y, log_y0 + (y - y0) / y0.clamp_min(tiny))
+        (g,) = torch.autograd.grad(e.sum(), y)
+        return e.detach(), g
+
 
 def _optimize_torch(pb: _Problem, v: Tensor, cfg: SolverConfig) -> Tensor:
     v = v.detach().clone().requires_grad_(True)
@@ -255,11 +281,7 @@ def _optimize_mirror(pb: _Problem, v: Tensor, cfg: SolverConfig) -> Tensor:
     for _ in range(cfg.steps):
         with torch.no_grad():
             y0, log_y0 = pb.labels(v + cfg.momentum * buf)
-        y = y0.clone().requires_grad_(True)
-        # ln y with d(ln y)/dy = 1/y, evaluated exactly at y0 (gradient with respect to y, not v)
-        log_y = log_y0 + (y - y0) / y0.clamp_min(tiny)
-        e = pb.energy(y, log_y)
-        (g,) = torch.autograd.grad(e.sum(), y)
+        e, g = pb.energy_and_gradient(y0, log_y0)
         with torch.no_grad():
             if prev is not None:  # per-image function-value restart: drop momentum, halve the step
                 up = (e > prev)[:, None, None, None]
