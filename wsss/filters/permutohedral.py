@@ -28,6 +28,7 @@ times a fitted correction ``SCALE_FIT`` (docs/bilateral.md).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,27 +45,50 @@ __all__ = ["PermutohedralLattice", "SCALE_FIT"]
 SCALE_FIT = {5: 1.0 / 0.786}
 
 
-def _elevate(pts: torch.Tensor, inv_std: float) -> torch.Tensor:
-    """``N×D`` float64 points onto the hyperplane ``Σ y = 0`` of ``R^{D+1}``, as ``(D+1)×N``, with the
-    orthonormal basis of that plane scaled by ``inv_std`` (column j: ``1/sqrt((j+1)(j+2))`` on rows
-    ``0..j``, ``-(j+1)/sqrt((j+1)(j+2))`` on row ``j+1``)."""
-    d = pts.shape[1]
-    basis = torch.zeros(d + 1, d, dtype=torch.float64, device=pts.device)
+#: ``torch.sort`` on the CPU takes its radix sort only for 1-D integer tensors of at least this many
+#: elements (``at::internal::GRAIN_SIZE``); below, its comparison sort costs ≈ 50 ns per element, so
+#: that 16 384 keys sort ≈ 2.5× faster padded to this length (measured, docs/bilateral.md).
+_RADIX_SORT_MIN = 32768
+#: shortest key list worth padding (below, the comparison sort is the faster one)
+_PAD_SORT_MIN = 8192
+
+
+@functools.lru_cache(maxsize=None)
+def _basis(d: int, device: torch.device) -> torch.Tensor:
+    """``(D+1)×D`` float64 orthonormal basis of the plane ``Σ y = 0`` (column j: ``1/sqrt((j+1)(j+2))``
+    on rows ``0..j``, ``-(j+1)/sqrt((j+1)(j+2))`` on row ``j+1``), made once per (D, device)."""
+    basis = torch.zeros(d + 1, d, dtype=torch.float64)
     for j in range(d):
         c = 1.0 / math.sqrt((j + 1) * (j + 2))
         basis[: j + 1, j] = c
         basis[j + 1, j] = -(j + 1) * c
-    return (pts @ basis.T).mul_(inv_std).t().contiguous()  # (the rounding of the 0.1 build)
+    return basis.to(device)
 
 
-def _radix(coords: torch.Tensor, num_batches: int, q: int) -> tuple[list, int]:
-    """Mixed radices of the packed vertex keys for ``D×N`` int64 lattice coordinates (one below the
-    smallest vertex and one above the largest neighbour per coordinate) and the key range
-    ``num_batches·q·Π radix`` (an exact Python int)."""
-    if coords.shape[1] == 0:
-        radix = [4] * coords.shape[0]
-    else:
-        radix = (coords.amax(dim=1) - coords.amin(dim=1) + 4).tolist()
+def _elevate(pts: torch.Tensor, inv_std: float) -> torch.Tensor:
+    """``N×D`` float64 points onto the hyperplane ``Σ y = 0`` of ``R^{D+1}``, as ``(D+1)×N``, with the
+    orthonormal basis of that plane (:func:`_basis`) scaled by ``inv_std``."""
+    y = pts @ _basis(pts.shape[1], pts.device).T  # N×(D+1) (the rounding of the 0.1 build)
+    return torch.mul(y.t(), inv_std, out=y.new_empty(y.shape[1], y.shape[0]))
+
+
+def _sort_keys(keys: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.sort`` of ``K`` int64 keys in ``[0, bound)``: ``(sorted K, permutation K)``. On the CPU
+    a list of ``_PAD_SORT_MIN ≤ K < _RADIX_SORT_MIN`` keys is padded with ``bound`` up to
+    ``_RADIX_SORT_MIN`` (the pads sort last) so that torch takes its radix sort."""
+    k = keys.numel()
+    if keys.device.type != "cpu" or not _PAD_SORT_MIN <= k < _RADIX_SORT_MIN:
+        return torch.sort(keys)
+    padded = torch.cat([keys, keys.new_full((_RADIX_SORT_MIN - k,), bound)])
+    values, perm = torch.sort(padded)
+    return values[:k], perm[:k]
+
+
+def _radix(lo: list, hi: list, num_batches: int, q: int) -> tuple[list, int]:
+    """Mixed radices of the packed vertex keys for lattice coordinates with per-coordinate minima
+    ``lo`` and maxima ``hi`` (one below the smallest vertex and one above the largest neighbour per
+    coordinate) and the key range ``num_batches·q·Π radix`` (an exact Python int)."""
+    radix = [h - l + 4 for l, h in zip(lo, hi)]
     total = num_batches * q
     for rr in radix:
         total *= rr
@@ -85,25 +109,38 @@ def _compress_gaps(values: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, 0)
 
 
+def _ranks(res: torch.Tensor) -> torch.Tensor:
+    """``(D+1)×N`` int8 ranks of the ``(D+1)×N`` float64 residuals ``res`` per point:
+    ``rank_i = #{j: res_j > res_i} + #{j < i: res_j == res_i}`` (0 = largest; ties by index), as
+    ``(D - i) + Σ_{j<i} [res_j ≥ res_i] − Σ_{j>i} [res_i ≥ res_j]``: one comparison per pair, counted
+    in int8 (bool comparisons viewed as 0/1 bytes)."""
+    q = res.shape[0]
+    rank = torch.arange(q - 1, -1, -1, dtype=torch.int8, device=res.device)[:, None].repeat(1, res.shape[1])
+    for i in range(q - 1):  # each coordinate against the later ones, (D - i)×N at once
+        ge = torch.ge(res[i], res[i + 1:]).view(torch.int8)
+        rank[i + 1:] += ge
+        rank[i] -= ge.sum(0, dtype=torch.int8)
+    return rank
+
+
 def _neighbour_tables(uniq: torch.Tensor, strides: list, q: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(nbr_plus, nbr_minus)``, each ``q×(M+1)`` int64: the index of vertex ``v ± u_j`` in the
     sorted packed keys ``uniq`` (M), ``M`` where it is not populated. ``u_j = 1 - q e_j`` is linear in
-    the packed key, with a carry when the remainder is ``q - 1``."""
+    the packed key, with a carry when the remainder is ``q - 1``; all ``q`` directions are searched at
+    once."""
     m = uniq.numel()
     dev = uniq.device
-    rem = uniq % q
-    carry = (rem == q - 1).to(torch.int64)
-    sum_st = int(sum(strides))
+    carry = (uniq % q == q - 1).to(torch.int64) * (sum(strides) - q)
+    step = torch.tensor([1 - s for s in strides] + [1], dtype=torch.int64, device=dev)
+    target = (uniq + carry)[None, :] + step[:, None]  # q×M keys of v + u_j
+    pos = torch.searchsorted(uniq, target).clamp_max_(m - 1)
+    found = uniq[pos] == target
     nbr_plus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
+    nbr_plus[:, :m] = torch.where(found, pos, m)
     nbr_minus = torch.full((q, m + 1), m, dtype=torch.int64, device=dev)
-    src = torch.arange(m, device=dev)
-    for j in range(q):  # loop over the D+1 lattice directions
-        step = carry * (sum_st - q) + 1 - (strides[j] if j < q - 1 else 0)
-        target = uniq + step
-        pos = torch.searchsorted(uniq, target).clamp_max_(m - 1)
-        found = uniq[pos] == target
-        nbr_plus[j, :m] = torch.where(found, pos, torch.full_like(pos, m))
-        nbr_minus[j, pos[found]] = src[found]
+    # v = w + u_j  ⇔  w = v - u_j; the missing ones land in column M, reset after
+    nbr_minus.scatter_(1, nbr_plus[:, :m], torch.arange(m, device=dev).expand(q, m))
+    nbr_minus[:, m] = m
     return nbr_plus, nbr_minus
 
 
@@ -118,6 +155,7 @@ class PermutohedralLattice:
     Attributes:
         vert: ``N×(D+1)`` int64 vertex indices of each point's simplex (into ``0..M-1``).
         bary: ``N×(D+1)`` float64 barycentric weights (non-negative, sum 1).
+        rank: ``N×(D+1)`` int64 rank of each elevated coordinate's residual (0 = largest).
         nbr_plus, nbr_minus: ``(D+1)×(M+1)`` int64 neighbour indices along ``±u_j`` (``M`` = missing).
         norm: float, scale making the output comparable to the exact transform.
         num_vertices: ``M``.
@@ -134,42 +172,37 @@ class PermutohedralLattice:
         # Point-level work in the (D+1)×N layout: one contiguous row per coordinate.
         y = _elevate(points.to(torch.float64), inv_std)  # q×N, columns sum to 0
 
-        # Nearest remainder-0 point q·k and the ranking of the residuals:
-        # rank_i = #{j: res_j > res_i} + #{j < i: res_j == res_i} (0 = largest; ties by index),
-        # shifted by Σ k and wrapped into 0..D (moving k by ∓1 on the wrapped coordinates).
+        # Nearest remainder-0 point q·k and the ranking of the residuals, shifted by Σ k and wrapped
+        # into 0..D (moving k by ∓1 on the wrapped coordinates).
         k_float = torch.round(y / q)
-        res = y - q * k_float
-        count = torch.zeros(q, n, dtype=torch.uint8, device=dev)
-        for i in range(q):  # the (D+1)·D/2 pairs of coordinates
-            for j in range(i + 1, q):
-                i_first = res[i] >= res[j]
-                count[j] += i_first
-                count[i] += ~i_first
-        rank = count.to(torch.int64) + k_float.sum(0).to(torch.int64)
-        wrap = torch.div(rank, q, rounding_mode="floor")  # -1, 0 or 1
-        rank -= q * wrap
-        k = k_float.to(torch.int64) - wrap  # q×N
-        self.rank = rank.t()  # N×q: rank of each elevated coordinate's residual (0 = largest)
+        rank = _ranks(torch.sub(y, k_float, alpha=q)).add_(k_float.sum(0).to(torch.int8))  # Σ k ∈ [-D, D]
+        wrap = torch.gt(rank, d).view(torch.int8) - torch.lt(rank, 0).view(torch.int8)  # -1, 0 or 1
+        rank = rank.sub_(wrap, alpha=q).to(torch.int64)
+        k = k_float.to(torch.int64).sub_(wrap)  # q×N
+        self.rank = rank.t()  # N×q
 
         # Barycentric weights. With vs[k] the residual/(D+1) of rank k (descending):
         # b_r = vs[D-r] - vs[D+1-r] for r = 1..D and b_0 = 1 - vs[0] + vs[D].
         vs = torch.empty(n, q, dtype=torch.float64, device=dev)
-        vs.scatter_(1, rank.t(), ((y - q * k) / q).t())  # (the N×q scatter is the faster one)
+        vs.scatter_(1, self.rank, torch.sub(y, k, alpha=q).div_(q).t())  # (the N×q scatter is the faster one)
         vs = vs.t().flip(0)  # vs[D - r], q×N
         bary = torch.empty(q, n, dtype=torch.float64, device=dev)
-        bary[1:] = vs[1:] - vs[:d]
-        bary[0] = 1.0 - vs[d] + vs[0]
-        self.bary = bary.clamp_min_(0.0).t()  # N×q (a view of the q×N rows)
+        torch.sub(vs[1:], vs[:d], out=bary[1:])
+        torch.add(torch.rsub(vs[d], 1.0), vs[0], out=bary[0])
+        bary.clamp_min_(0.0)
+        self.bary = bary.t()  # N×q (a view of the q×N rows)
 
         # Vertex r of the simplex: key_r = q·k + (r if rank <= d - r else r - q) (all coordinates
         # ≡ r mod q). Packed as ((b·R_0 + k_0)·R_1 + k_1)…·q + r with k_i = key_i div q - kmin_i,
         # where key_i div q = k_i - [rank_i > d - r]. Only the first D coordinates are kept.
-        nb = int(batch_id.max().item()) + 1 if n > 0 else 1
+        nb = int(batch_id.max()) + 1 if n > 0 else 1
         base_q = k[:d]
-        radix, total = _radix(base_q, nb, q)
+        lo, hi = torch.stack(torch.aminmax(base_q, dim=1)).tolist() if n > 0 else ([0] * d, [0] * d)
+        radix, total = _radix(lo, hi, nb, q)
         if total // q * q**q >= 2**62:  # sparse coordinates (tiny bandwidths): close the gaps
             base_q = _compress_gaps(base_q)
-            radix, total = _radix(base_q, nb, q)
+            lo, hi = torch.stack(torch.aminmax(base_q, dim=1)).tolist()
+            radix, total = _radix(lo, hi, nb, q)
         if total >= 2**62:
             raise ValueError(
                 "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
@@ -181,85 +214,83 @@ class PermutohedralLattice:
             strides.append(acc)
             acc *= rr
         strides = list(reversed(strides))  # stride of coordinate i
-        st = torch.tensor(strides + [0], dtype=torch.int64, device=dev)  # coordinate d: not stored
-        kmin = base_q.amin(dim=1) - 2 if n > 0 else torch.zeros(d, dtype=torch.int64, device=dev)
-        base = batch_id.to(torch.int64) * acc - int((kmin * st[:d]).sum())  # N, multiples of q
-        for i in range(d):
-            base += base_q[i] * strides[i]
+        base = (base_q * torch.tensor(strides, dtype=torch.int64, device=dev)[:, None]).sum(0)
+        base -= sum((l - 2) * s for l, s in zip(lo, strides))  # N, multiples of q (kmin = lo - 2)
+        if nb > 1:
+            base.add_(batch_id.to(torch.int64), alpha=acc)
 
         # Points of one simplex share its vertices: sort the N simplex keys (base, rank), build the
         # vertices of the S distinct simplices only (one sort of S·q keys), then expand to the points.
-        if total // q * q**q < 2**62:
-            skey = base // q * q**q
-            for j in range(q):
-                skey += rank[j] * q**j
+        sbound = total // q * q**q
+        if sbound < 2**62:
+            code = (rank * torch.tensor([q**j for j in range(q)], device=dev)[:, None]).sum(0)
+            skey = torch.add(code, base, alpha=q ** (q - 1))  # (base / q)·q^q + Σ_j rank_j q^j
         else:  # no room for the rank in the key: every point is its own simplex
             skey = torch.arange(n, dtype=torch.int64, device=dev)
-        sorted_skey, pperm = torch.sort(skey)
-        sfirst = torch.ones_like(sorted_skey, dtype=torch.bool)
-        sfirst[1:] = sorted_skey[1:] != sorted_skey[:-1]
-        sstart = torch.nonzero(sfirst, as_tuple=False).squeeze(1)  # S: first sorted point of each simplex
-        ns = sstart.numel()
-        scount = torch.diff(sstart, append=torch.tensor([n], device=dev))
-        sinv = torch.empty(n, dtype=torch.int64, device=dev)
-        sinv[pperm] = torch.cumsum(sfirst.to(torch.int64), 0) - 1
+            sbound = max(n, 1)
+        sorted_skey, pperm = _sort_keys(skey, sbound)
+        _, sid, scount = torch.unique_consecutive(sorted_skey, return_inverse=True, return_counts=True)
+        ns = scount.numel()
+        send = torch.cumsum(scount, 0)
+        sstart = send - scount  # first sorted point of each simplex
+        sinv = torch.empty_like(sid).scatter_(0, pperm, sid)  # N: simplex of each point
         rep = pperm.index_select(0, sstart)  # a point of each simplex
-        by_rank = torch.zeros(ns, q, dtype=torch.int64, device=dev)
-        by_rank.scatter_(1, rank.index_select(1, rep).t(), st.expand(ns, q))  # [s, j]: stride of the rank-j coordinate
-        # suffix[s, r] = Σ_{j > d - r} by_rank[s, j]
-        suffix = torch.cumsum(by_rank.flip(1), 1)
-        suffix = torch.cat([torch.zeros(ns, 1, dtype=torch.int64, device=dev), suffix[:, :d]], 1)
-        enc = base.index_select(0, rep)[:, None] - suffix + torch.arange(q, device=dev)[None, :]  # S×q keys
-        sorted_enc, eperm = torch.sort(enc.reshape(-1))
-        first = torch.ones_like(sorted_enc, dtype=torch.bool)
-        first[1:] = sorted_enc[1:] != sorted_enc[:-1]
-        uniq = sorted_enc[first]
+        # enc[s, r] = base_s - Σ_{i: rank_i > d - r} (stride_i - 1) (r terms: the remainder r), as a
+        # running sum over the coordinates in descending rank (column q - rank_i, column 0 empty).
+        w = torch.zeros(ns, q + 1, dtype=torch.int64, device=dev)
+        st1 = torch.tensor([s - 1 for s in strides] + [-1], dtype=torch.int64, device=dev)
+        w.scatter_(1, torch.rsub(rank.index_select(1, rep), q).t(), st1.expand(ns, q))
+        enc = base.index_select(0, rep)[:, None] - torch.cumsum(w[:, :q], 1)  # S×q keys
+        sorted_enc, eperm = _sort_keys(enc.reshape(-1), total)
+        uniq, vid, vcount = torch.unique_consecutive(sorted_enc, return_inverse=True, return_counts=True)
         m = uniq.numel()
         self.num_vertices = m
-        svert = torch.empty(ns * q, dtype=torch.int64, device=dev)
-        svert[eperm] = torch.cumsum(first.to(torch.int64), 0) - 1
+        svert = torch.empty_like(vid).scatter_(0, eperm, vid)  # S·q: vertex of each (simplex, r)
         self.vert = svert.view(ns, q).index_select(0, sinv)  # N×q
 
-        # Splat CSR layout: the (simplex, r) pairs in vertex order, each expanded to its points.
+        # Splat bags: per vertex its (simplex, r) pairs in key order, each expanded to the points of
+        # the simplex (consecutive in the sorted order), read from the tables in sorted point order.
+        # Entry e of pair t reads g(e) = r_t·N + sstart_t + (e - offset_t): +1 within a pair, so g is
+        # the running sum of 1s with the jump to the next pair's start at each pair's first entry.
         pair_s = torch.div(eperm, q, rounding_mode="floor")
+        g_start = torch.add(sstart.index_select(0, pair_s), eperm - pair_s * q, alpha=n)  # S·q
         count = scount.index_select(0, pair_s)
         offset = torch.cumsum(count, 0) - count  # first entry of each pair
-        entry = torch.repeat_interleave(sstart.index_select(0, pair_s) - offset, count)
-        entry += torch.arange(n * q, device=dev)  # position in pperm of each entry's point
-        self._splat_col = pperm.index_select(0, entry)
-        self._splat_perm = torch.repeat_interleave(eperm - pair_s * q, count).add_(self._splat_col, alpha=q)
-        self._splat_crow = torch.full((m + 1,), n * q, dtype=torch.int64, device=dev)  # bag offsets
-        self._splat_crow[:m] = offset[torch.nonzero(first, as_tuple=False).squeeze(1)]
+        jump = torch.ones(n * q, dtype=torch.int64, device=dev)
+        jump.scatter_(0, offset, g_start - torch.cat([g_start.new_zeros(1), g_start[:-1] + count[:-1] - 1]))
+        g = torch.cumsum(jump, 0)  # r·N + position in the sorted points
+        first_pair = torch.cumsum(vcount, 0) - vcount  # pairs are grouped by vertex
+        bags_off = torch.cat([offset.index_select(0, first_pair), offset.new_full((1,), n * q)])
+        at = (pperm + torch.arange(0, n * q, n, device=dev)[:, None]).view(-1).index_select(0, g)  # r·N + point
+        self._splat = Bags(pperm.repeat(q).index_select(0, g), bags_off, bary.view(-1).index_select(0, at))
         self._ops: dict = {}  # LatticeSum of this lattice per dtype
-        self._blur: dict = {}  # blur_bags per direction
-        self._splat = None  # splat_bags
+        self._blur = None  # (indices, offsets, weights) of all blur directions
         self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
         vol = q ** (d - 0.5) / inv_std**d
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
 
     def splat_bags(self) -> Bags:
-        """Splat layout: ``M`` bags (one per vertex) of the points in it, ``N·(D+1)`` entries in
-        vertex order, float64 barycentric weights."""
-        if self._splat is None:
-            self._splat = Bags(self._splat_col, self._splat_crow,
-                               self.bary.reshape(-1).index_select(0, self._splat_perm))
+        """Splat layout: ``M`` bags (one per vertex) of the points in it, ``N·(D+1)`` entries,
+        float64 barycentric weights."""
         return self._splat
 
     def blur_bags(self, j: int) -> Bags:
-        """``B_j = [1/4, 1/2, 1/4]`` along ``u_j`` as ``M`` bags: the vertex itself (1/2) and its
-        populated neighbours ``v ± u_j`` (1/4 each; mass sent to unpopulated vertices is dropped)."""
-        if j in self._blur:
-            return self._blur[j]
-        m = self.num_vertices
-        dev = self.vert.device
-        idx = torch.stack([torch.arange(m, device=dev), self.nbr_minus[j, :m], self.nbr_plus[j, :m]], 1)
-        keep = idx < m
-        offsets = torch.zeros(m + 1, dtype=torch.int64, device=dev)
-        torch.cumsum(keep.sum(1), 0, out=offsets[1:])
-        weights = torch.full((int(offsets[-1]),), 0.25, dtype=torch.float64, device=dev)
-        weights[offsets[:-1]] = 0.5  # the first entry of each bag is the vertex itself
-        self._blur[j] = Bags(idx.masked_select(keep), offsets, weights)
-        return self._blur[j]
+        """``B_j = [1/4, 1/2, 1/4]`` along ``u_j`` as ``M`` bags of three entries: the vertex itself
+        (1/2) and its neighbours ``v ∓ u_j`` (1/4 each; an unpopulated neighbour is read from the
+        vertex itself with weight 0: the mass the blur sends there is dropped)."""
+        if self._blur is None:
+            m = self.num_vertices
+            dev = self.vert.device
+            q = self.d + 1
+            own = torch.arange(m, device=dev).expand(q, m)
+            idx = torch.stack([own, self.nbr_minus[:, :m], self.nbr_plus[:, :m]], 2)  # q×M×3
+            missing = idx == m
+            wts = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64, device=dev).expand(q, m, 3)
+            self._blur = (torch.where(missing, own[:, :, None], idx),
+                          torch.arange(0, 3 * m + 1, 3, device=dev),
+                          wts.masked_fill(missing, 0.0))
+        idx, offsets, wts = self._blur
+        return Bags(idx[j].reshape(-1), offsets, wts[j].reshape(-1))
 
     def filter(self, rows: torch.Tensor) -> torch.Tensor:
         """Gaussian transform of ``N×C`` values (float32/float64): returns ``N×C``, same dtype.
