@@ -5,13 +5,16 @@ Usage::
     python benchmarks/bilateral.py --device cpu --sizes 64 128 256 512
     python benchmarks/bilateral.py --calibrate CAMVID/train/images --frames 3
 
-Timing (default): K = 21 smooth random maps on a random-texture image (or ``--frame`` resized to
-n²), σ_rgb 15, σ_xy 100; prints lattice time (build + one filtering, and one filtering with the
-lattice reused), the same for the 0.1 lattice build (:class:`wsss.filters.permutohedral_reference.
-ReferenceLattice`, today's reference) and the new/0.1 speed-up measured in the same run, exact
-chunked dense time (up to ``--exact-max`` pixels). Each time is the minimum over ``--repeat`` runs
-(the two builds alternate); ``--clock process`` measures this process's CPU time instead of wall
-time (steadier on a shared machine; CPU only).
+Timing (default): K = 21 smooth random maps on a random-texture image (or ``--frame``, e.g. a CamVid
+frame, resized to n²), σ_rgb 15, σ_xy 100. Per size: lattice build + one filtering and the build
+alone for three builds in one run — the new one (:class:`wsss.filters.PermutohedralLattice`), today's
+(:class:`wsss.filters.permutohedral_reference.SimplexLattice`, the simplex-level build it replaced)
+and the 0.1 build (:class:`~wsss.filters.permutohedral_reference.ReferenceLattice`, with its CSR
+filtering) — with the ratios reference / new; one filtering with the lattice reused; a
+``BilateralFilter`` built and applied (features included); the exact chunked dense product (up to
+``--exact-max`` pixels). Each time is the minimum over ``--repeat`` rounds in which the three builds
+alternate; ``--clock process`` measures this process's CPU time instead of wall time (steadier on a
+shared machine; CPU only).
 
 Calibration (``--calibrate DIR``): the fitted scale ``c_tk = ⟨F(S), WS⟩/‖WS‖²`` and the relative
 L2 errors (raw and after the fit) on real frames, σ_rgb 15, σ_xy 50 (= 100 · scale 0.5), smooth random
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 
 from timing import CLOCKS, best_of, sync
 from wsss.filters import BilateralFilter, DenseGaussianFilter, PermutohedralLattice, image_features
-from wsss.filters.permutohedral_reference import ReferenceLattice
+from wsss.filters.permutohedral_reference import ReferenceLattice, SimplexLattice
 
 def smooth_maps(b: int, k: int, h: int, w: int, gen: torch.Generator, device) -> torch.Tensor:
     """``b×k×h×w`` float32 softmax of bilinearly upsampled coarse random logits."""
@@ -56,20 +59,25 @@ def frame_image(path: str, n: int, device) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
 
 
+#: the three lattice builds timed side by side: (label, class)
+BUILDS = (("new", PermutohedralLattice), ("today", SimplexLattice), ("0.1", ReferenceLattice))
+
+
 def build_speedup(img: torch.Tensor, x: torch.Tensor, args, device, clock) -> dict:
-    """Minimum times of lattice build + one filtering (``N×K`` rows) and of the build alone, for
-    today's lattice and the 0.1 one (0.1 build, CSR filtering), alternating between the two.
-    Returns ``{(cls, "b+f" | "build"): seconds}``."""
+    """Minimum times of lattice build + one filtering (``N×K`` rows) and of the build alone, for the
+    new build, today's (:class:`~wsss.filters.permutohedral_reference.SimplexLattice`) and the 0.1
+    one (0.1 build, CSR filtering), the three interleaved in every round.
+    Returns ``{(label, "b+f" | "build"): seconds}``."""
     b, k, h, w = x.shape
     pts = image_features(img, args.sigma_xy, args.sigma_rgb).reshape(b * h * w, -1)
     bid = torch.zeros(b * h * w, dtype=torch.int64, device=device)
     rows = x.permute(0, 2, 3, 1).reshape(-1, k).contiguous()
     best = {}
     for _ in range(args.repeat + 1):  # the first round warms up
-        for cls in (PermutohedralLattice, ReferenceLattice):
+        for label, cls in BUILDS:
             for what, fn in (("b+f", lambda: cls(pts, bid).filter(rows)), ("build", lambda: cls(pts, bid))):
                 t = best_of(fn, 1, device, clock)
-                best[cls, what] = min(best.get((cls, what), float("inf")), t)
+                best[label, what] = min(best.get((label, what), float("inf")), t)
     return best
 
 
@@ -79,9 +87,12 @@ def run_timing(args) -> None:
     clock = CLOCKS[args.clock]
     print(f"device={device} threads={torch.get_num_threads()} K={args.k} "
           f"sigma_rgb={args.sigma_rgb} sigma_xy={args.sigma_xy} image={args.frame or 'synthetic'} "
-          f"clock={args.clock}, min of {args.repeat}")
-    print(f"{'size':>8} {'vertices':>9} {'build+filter':>13} {'filter':>9} {'lattice b+f':>12} "
-          f"{'0.1 b+f':>9} {'speed-up':>9} {'build':>9} {'0.1 build':>10} {'speed-up':>9} {'exact':>9} {'exact/build+f':>14} {'exact/filter':>13} {'rel.err':>8}")
+          f"clock={args.clock}, min of {args.repeat} interleaved rounds")
+    print("lattice build + one filtering (b+f) and build alone, ms: new build, today's (simplex) build, "
+          "0.1 build (with its CSR filtering); ratios = reference time / new time")
+    print(f"{'size':>7} {'vertices':>8} | {'new b+f':>8} {'today':>7} {'0.1':>7} {'/today':>7} {'/0.1':>6} | "
+          f"{'new bld':>8} {'today':>7} {'0.1':>7} {'/today':>7} {'/0.1':>6} | {'filter':>7} {'Bilat.':>7} | "
+          f"{'exact':>8} {'rel.err':>7}")
     for s in args.sizes:
         img = frame_image(args.frame, s, device) if args.frame else test_image(s, s, gen, device)
         x = smooth_maps(1, args.k, s, s, gen, device)
@@ -92,12 +103,10 @@ def run_timing(args) -> None:
             holder["f"] = f
             return f(x)
 
-        t_build = best_of(build_and_filter, args.repeat, device, clock)
+        t_bilateral = best_of(build_and_filter, args.repeat, device, clock)
         f = holder["f"]
         t_filter = best_of(lambda: f(x), args.repeat, device, clock)
         sp = build_speedup(img, x, args, device, clock)
-        t_new, t_old = sp[PermutohedralLattice, "b+f"], sp[ReferenceLattice, "b+f"]
-        b_new, b_old = sp[PermutohedralLattice, "build"], sp[ReferenceLattice, "build"]
         t_exact = float("nan")
         err = float("nan")
         if s * s <= args.exact_max:
@@ -107,10 +116,13 @@ def run_timing(args) -> None:
             sync(device)
             t_exact = time.perf_counter() - t0
             err = ((f(x) - ref).norm() / ref.norm()).item()
-        print(f"{s:>5}²   {f.lattice.num_vertices:>9} {t_build * 1e3:>10.1f} ms {t_filter * 1e3:>6.1f} ms "
-              f"{t_new * 1e3:>9.1f} ms {t_old * 1e3:>6.1f} ms {t_old / t_new:>8.2f}× "
-              f"{b_new * 1e3:>6.1f} ms {b_old * 1e3:>7.1f} ms {b_old / b_new:>8.2f}× {t_exact:>7.2f} s {t_exact / t_build:>14.1f} {t_exact / t_filter:>13.1f} {err:>8.3f}",
-              flush=True)
+        cols = []
+        for what in ("b+f", "build"):
+            new, today, old = (sp[label, what] for label, _ in BUILDS)
+            cols.append(f"{new * 1e3:>8.1f} {today * 1e3:>7.1f} {old * 1e3:>7.1f} "
+                        f"{today / new:>6.2f}× {old / new:>5.2f}×")
+        print(f"{s:>6}² {f.lattice.num_vertices:>8} | {cols[0]} | {cols[1]} | {t_filter * 1e3:>7.1f} "
+              f"{t_bilateral * 1e3:>7.1f} | {t_exact:>6.2f} s {err:>7.3f}", flush=True)
 
 
 def run_calibration(args) -> None:

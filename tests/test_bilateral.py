@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from skimage import data
 
 from wsss.filters import BilateralFilter, DenseGaussianFilter, dense_kernel_matrix, image_features
-from wsss.filters.permutohedral import PermutohedralLattice
-from wsss.filters.permutohedral_reference import ReferenceLattice
+from wsss.filters.permutohedral import PermutohedralLattice, _sort_keys
+from wsss.filters.permutohedral_reference import ReferenceLattice, SimplexLattice
 
 C_TK = 1.0  # the lattice is normalized so that its fitted scale is ≈ 1 (docs/bilateral.md)
 
@@ -204,31 +204,71 @@ def test_lattice_barycentric_weights_reconstruct_points():
     assert out[10:].abs().max().item() == 0.0
 
 
-def test_fast_build_gives_the_same_operator_as_the_reference_build():
-    # the simplex-level build against the 0.1 build (one sort of all N·(D+1) vertex keys): same
-    # vertices and neighbours, and the materialized operators agree to rounding (float64)
+def _same_lattice(new, ref) -> None:
+    """The same vertices (numbered differently: one bijection phi maps every point's vertices and every
+    neighbour of ``new`` to ``ref``'s, M, the missing neighbour, to M), ranks and weights."""
+    m = new.num_vertices
+    assert m == ref.num_vertices and torch.equal(new.rank, ref.rank)
+    torch.testing.assert_close(new.bary, ref.bary, rtol=0, atol=1e-15)
+    phi = torch.full((m + 1,), -1, dtype=torch.int64)
+    phi[new.vert.reshape(-1)] = ref.vert.reshape(-1)
+    phi[m] = m
+    assert torch.equal(phi[new.vert], ref.vert)
+    assert torch.equal(torch.sort(phi).values, torch.arange(m + 1))
+    inv = torch.argsort(phi)
+    for table in ("nbr_plus", "nbr_minus"):
+        assert torch.equal(phi[getattr(new, table)][:, inv], getattr(ref, table))
+
+
+@pytest.mark.parametrize("reference", [ReferenceLattice, SimplexLattice])
+def test_fast_build_gives_the_same_operator_as_the_reference_builds(reference):
+    # the new build against the 0.1 build (one sort of all N·(D+1) vertex keys) and today's simplex
+    # build: same vertices and neighbours, and the materialized operators (identity columns filtered)
+    # agree to rounding (float64), self-weights too
     imgs = _images(14)
     pair = torch.cat([imgs["astronaut"], imgs["random"]])  # a batch of two images
     for sxy, srgb in [(50.0, 15.0), (2.0, 3.0), (0.05, 0.1), (4.0, None), (1e4, 1e4)]:
         pts = image_features(pair, sxy, srgb).reshape(2 * 196, -1)
         bid = torch.arange(2).repeat_interleave(196)
-        new, ref = PermutohedralLattice(pts, bid), ReferenceLattice(pts, bid)
-        m = new.num_vertices
-        assert m == ref.num_vertices and torch.equal(new.rank, ref.rank)
-        # the same vertices, numbered differently: one bijection phi maps every point's vertices and
-        # every neighbour of the new build to the reference's (M, the missing neighbour, to M)
-        phi = torch.full((m + 1,), -1, dtype=torch.int64)
-        phi[new.vert.reshape(-1)] = ref.vert.reshape(-1)
-        phi[m] = m
-        assert torch.equal(phi[new.vert], ref.vert)
-        assert torch.equal(torch.sort(phi).values, torch.arange(m + 1))
-        inv = torch.argsort(phi)
-        for table in ("nbr_plus", "nbr_minus"):
-            assert torch.equal(phi[getattr(new, table)][:, inv], getattr(ref, table))
+        new, ref = PermutohedralLattice(pts, bid), reference(pts, bid)
+        _same_lattice(new, ref)
         eye = torch.eye(2 * 196, dtype=torch.float64)
         w_new, w_ref = new.filter(eye), ref.filter(eye)
         assert ((w_new - w_ref).norm() / w_ref.norm()).item() < 1e-12
         torch.testing.assert_close(new.self_weight(), ref.self_weight(), rtol=1e-12, atol=1e-12)
+
+
+def test_fast_build_with_no_room_for_simplex_keys():
+    # far-apart points (tiny bandwidths): after closing the coordinate gaps the vertex keys fit int64
+    # but the simplex keys (base point and ranks) do not, so every point is its own simplex
+    pts = torch.randn(300, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1e4
+    bid = torch.zeros(300, dtype=torch.int64)
+    new, ref = PermutohedralLattice(pts, bid), ReferenceLattice(pts, bid)
+    _same_lattice(new, ref)
+    eye = torch.eye(300, dtype=torch.float64)
+    assert _rel(new.filter(eye), ref.filter(eye)) < 1e-12
+
+
+def test_fast_build_on_a_photograph_sized_point_set():
+    # 96×96 = 9216 points: the padded (radix) sort of the CPU path sorts the point and vertex keys;
+    # the lattice equals the 0.1 build's and the operator agrees on random maps (float64)
+    img = _crop(data.astronaut(), 0, 100, 96)
+    pts = image_features(img, 100.0, 15.0).reshape(96 * 96, -1)
+    bid = torch.zeros(96 * 96, dtype=torch.int64)
+    new, ref = PermutohedralLattice(pts, bid), ReferenceLattice(pts, bid)
+    _same_lattice(new, ref)
+    x = torch.rand(96 * 96, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert _rel(new.filter(x), ref.filter(x)) < 1e-12
+
+
+@pytest.mark.parametrize("k", [0, 1, 5000, 8192, 20000, 32767, 40000])
+def test_sort_keys_equals_torch_sort(k):
+    g = torch.Generator().manual_seed(k)
+    keys = torch.randint(0, 2**40, (k,), generator=g)
+    keys[: k // 3] = keys[k // 2 : k // 2 + k // 3]  # ties
+    values, perm = _sort_keys(keys, 2**40)
+    assert torch.equal(values, torch.sort(keys).values)
+    assert torch.equal(keys[perm], values) and torch.equal(torch.sort(perm).values, torch.arange(k))
 
 
 @pytest.mark.cuda

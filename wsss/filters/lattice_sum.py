@@ -32,14 +32,17 @@ class Bags:
     """Layout of ``y_r = Σ_{e ∈ [offsets[r], offsets[r+1])} weights[e] · x[indices[e]]``.
 
     Attributes:
-        indices: ``E`` int64 rows of ``x``.
-        offsets: ``R+1`` int64 non-decreasing, ``offsets[0] = 0``, ``offsets[R] = E``.
+        indices: ``E`` int64 (or int32) rows of ``x``.
+        offsets: ``R+1`` int64 (or int32) non-decreasing, ``offsets[0] = 0``, ``offsets[R] = E``.
         weights: ``E`` float (float64 while building; cast by :meth:`to`).
+        rows: the number of rows of the tables ``x`` it reads (``indices < rows``), or ``None``
+            (unknown: :meth:`to` then reads the largest index).
     """
 
     indices: torch.Tensor
     offsets: torch.Tensor
     weights: torch.Tensor
+    rows: Optional[int] = None
 
     @property
     def num_bags(self) -> int:
@@ -48,9 +51,12 @@ class Bags:
     def to(self, dtype: torch.dtype) -> "Bags":
         """The layout for applying: ``weights`` of ``dtype``, indices and offsets int32 when they fit
         (less index traffic per pass; ``embedding_bag`` takes either)."""
-        if self.indices.numel() < 2**31 and (self.indices.numel() == 0 or int(self.indices.max()) < 2**31):
-            return Bags(self.indices.to(torch.int32), self.offsets.to(torch.int32), self.weights.to(dtype))
-        return Bags(self.indices, self.offsets, self.weights.to(dtype))
+        fits = self.indices.numel() < 2**31 and (
+            self.indices.numel() == 0
+            or (self.rows if self.rows is not None else int(self.indices.max()) + 1) <= 2**31)
+        if fits:
+            return Bags(self.indices.to(torch.int32), self.offsets.to(torch.int32), self.weights.to(dtype), self.rows)
+        return Bags(self.indices, self.offsets, self.weights.to(dtype), self.rows)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``R×C`` output for the ``T×C`` contiguous table ``x`` (dtype of ``weights``)."""
@@ -70,13 +76,15 @@ class Bags:
             off.append(part.offsets[1:] + start)
             wts.append(part.weights)
             start += part.indices.numel()
-        return Bags(torch.cat(idx), torch.cat(off), torch.cat(wts))
+        known = all(part.rows is not None for part in parts)
+        rows = max(part.rows + shift for part, shift in zip(parts, shifts)) if known else None
+        return Bags(torch.cat(idx), torch.cat(off), torch.cat(wts), rows)
 
 
 def identity_bags(m: int, device: torch.device) -> Bags:
     """``m`` bags copying row ``r`` to row ``r`` (weight 1)."""
     ar = torch.arange(m, device=device)
-    return Bags(ar, torch.arange(m + 1, device=device), torch.ones(m, dtype=torch.float64, device=device))
+    return Bags(ar, torch.arange(m + 1, device=device), torch.ones(m, dtype=torch.float64, device=device), m)
 
 
 class LatticeSum:
@@ -103,18 +111,34 @@ class LatticeSum:
         qmax = max(lat.d + 1 for lat in lattices)
         self.steps = []
         for s in range(qmax):
-            parts = [lat.blur_bags(s) if s <= lat.d else identity_bags(lat.num_vertices, dev) for lat in lattices]
+            parts = [lat.blur_bags(s, dtype) if s <= lat.d else identity_bags(lat.num_vertices, dev)
+                     for lat in lattices]
             self.steps.append(Bags.concat(parts, self.shifts).to(dtype))
         # slice: per point, the D_m+1 vertices of every lattice in one bag (½ of the two blur orders
-        # and each lattice's norm folded into the weights)
+        # and each lattice's norm folded into the weights), formed directly in the applied dtypes
+        self._lattices = list(lattices)
         self._qs = [lat.d + 1 for lat in lattices]
         per_point = sum(self._qs)
         n = lattices[0].vert.shape[0]
-        self._slice64 = Bags(torch.cat([lat.vert + sh for lat, sh in zip(lattices, self.shifts)], 1).reshape(-1),
-                             torch.arange(0, n * per_point + 1, per_point, device=dev),
-                             torch.cat([lat.bary * (0.5 * lat.norm) for lat in lattices], 1).reshape(-1))
+        small = n * per_point < 2**31 and sum(self.sizes) < 2**31
+        vert = torch.empty(n, per_point, dtype=torch.int32 if small else torch.int64, device=dev)
+        c0 = 0
+        for lat, sh, q in zip(lattices, self.shifts, self._qs):
+            torch.add(lat.vert, sh, out=vert[:, c0:c0 + q])
+            c0 += q
+        offsets = torch.arange(0, n * per_point + 1, per_point, dtype=vert.dtype, device=dev)
+        self.slice = Bags(vert.view(-1), offsets, self._slice_weights(dtype), sum(self.sizes))
         self.splat = self._splat64.to(dtype)
-        self.slice = self._slice64.to(dtype)
+
+    def _slice_weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """``N·ΣM_m(D_m+1)`` slice weights ``½·norm_m·b`` of ``dtype`` (formed in float64, point-major)."""
+        n = self._lattices[0].vert.shape[0]
+        wts = torch.empty(n, sum(self._qs), dtype=dtype, device=self._lattices[0].vert.device)
+        c0 = 0
+        for lat, q in zip(self._lattices, self._qs):
+            torch.mul(lat.bary, 0.5 * lat.norm, out=wts[:, c0:c0 + q])
+            c0 += q
+        return wts.view(-1)
 
     def scaled(self, in_scales: Sequence[Optional[torch.Tensor]],
                out_scales: Sequence[Optional[torch.Tensor]]) -> "LatticeSum":
@@ -123,7 +147,7 @@ class LatticeSum:
         op = object.__new__(LatticeSum)
         op.__dict__.update(self.__dict__)
         w = self._splat64.weights
-        n = self._slice64.num_bags
+        n = self.slice.num_bags
         parts, start = [], 0
         for scale, q in zip(in_scales, self._qs):  # lattice m's splat: N·(D_m+1) entries
             seg = w[start:start + n * q]
@@ -132,7 +156,7 @@ class LatticeSum:
             parts.append(seg)
             start += n * q
         op.splat = Bags(self.splat.indices, self.splat.offsets, torch.cat(parts).to(self.dtype))
-        w = self._slice64.weights.view(n, -1)
+        w = self._slice_weights(torch.float64).view(n, -1)
         cols, c0 = [], 0
         for scale, q in zip(out_scales, self._qs):
             seg = w[:, c0:c0 + q]

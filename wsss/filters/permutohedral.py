@@ -262,7 +262,7 @@ class PermutohedralLattice:
         first_pair = torch.cumsum(vcount, 0) - vcount  # pairs are grouped by vertex
         bags_off = torch.cat([offset.index_select(0, first_pair), offset.new_full((1,), n * q)])
         at = (pperm + torch.arange(0, n * q, n, device=dev)[:, None]).view(-1).index_select(0, g)  # r·N + point
-        self._splat = Bags(pperm.repeat(q).index_select(0, g), bags_off, bary.view(-1).index_select(0, at))
+        self._splat = Bags(pperm.repeat(q).index_select(0, g), bags_off, bary.view(-1).index_select(0, at), n)
         self._ops: dict = {}  # LatticeSum of this lattice per dtype
         self._blur = None  # (indices, offsets, weights) of all blur directions
         self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
@@ -274,10 +274,12 @@ class PermutohedralLattice:
         float64 barycentric weights."""
         return self._splat
 
-    def blur_bags(self, j: int) -> Bags:
+    def blur_bags(self, j: int, dtype: torch.dtype = torch.float64) -> Bags:
         """``B_j = [1/4, 1/2, 1/4]`` along ``u_j`` as ``M`` bags of three entries: the vertex itself
         (1/2) and its neighbours ``v ∓ u_j`` (1/4 each; an unpopulated neighbour is read from the
-        vertex itself with weight 0: the mass the blur sends there is dropped)."""
+        vertex itself with weight 0: the mass the blur sends there is dropped). Weights of ``dtype``;
+        indices and offsets int32 (int64 beyond 2^31 entries); the layout of all ``D+1`` directions
+        is made once."""
         if self._blur is None:
             m = self.num_vertices
             dev = self.vert.device
@@ -285,12 +287,15 @@ class PermutohedralLattice:
             own = torch.arange(m, device=dev).expand(q, m)
             idx = torch.stack([own, self.nbr_minus[:, :m], self.nbr_plus[:, :m]], 2)  # q×M×3
             missing = idx == m
+            idx = torch.where(missing, own[:, :, None], idx)
             wts = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64, device=dev).expand(q, m, 3)
-            self._blur = (torch.where(missing, own[:, :, None], idx),
-                          torch.arange(0, 3 * m + 1, 3, device=dev),
-                          wts.masked_fill(missing, 0.0))
+            itype = torch.int32 if 3 * m < 2**31 else torch.int64
+            self._blur = (idx.to(itype), torch.arange(0, 3 * m + 1, 3, dtype=itype, device=dev),
+                          {torch.float64: wts.masked_fill(missing, 0.0)})
         idx, offsets, wts = self._blur
-        return Bags(idx[j].reshape(-1), offsets, wts[j].reshape(-1))
+        if dtype not in wts:
+            wts[dtype] = wts[torch.float64].to(dtype)
+        return Bags(idx[j].view(-1), offsets, wts[dtype][j].view(-1), self.num_vertices)
 
     def filter(self, rows: torch.Tensor) -> torch.Tensor:
         """Gaussian transform of ``N×C`` values (float32/float64): returns ``N×C``, same dtype.

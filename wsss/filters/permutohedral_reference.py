@@ -75,7 +75,7 @@ class _PointBags:
                                self.bary.reshape(-1).index_select(0, self._splat_perm))
         return self._splat
 
-    def blur_bags(self, j: int) -> Bags:
+    def blur_bags(self, j: int, dtype: torch.dtype = torch.float64) -> Bags:
         """``B_j = [1/4, 1/2, 1/4]`` along ``u_j`` as ``M`` bags: the vertex itself (1/2) and its
         populated neighbours ``v ± u_j`` (1/4 each; mass sent to unpopulated vertices is dropped)."""
         if j in self._blur:
