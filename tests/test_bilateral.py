@@ -12,7 +12,7 @@ from skimage import data
 
 from wsss.filters import BilateralFilter, DenseGaussianFilter, dense_kernel_matrix, image_features
 from wsss.filters.permutohedral import PermutohedralLattice, _sort_keys
-from wsss.filters.permutohedral_reference import ReferenceLattice, SimplexLattice
+from wsss.filters.permutohedral_reference import ReferenceLattice, SimplexLattice, csr_filter
 
 C_TK = 1.0  # the lattice is normalized so that its fitted scale is ≈ 1 (docs/bilateral.md)
 
@@ -259,6 +259,7 @@ def test_fast_build_on_a_photograph_sized_point_set():
     _same_lattice(new, ref)
     x = torch.rand(96 * 96, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     assert _rel(new.filter(x), ref.filter(x)) < 1e-12
+    assert _rel(csr_filter(new, x), ref.filter(x)) < 1e-12  # the CSR filtering reads the new layout
 
 
 @pytest.mark.parametrize("k", [0, 1, 5000, 8192, 20000, 32767, 40000])

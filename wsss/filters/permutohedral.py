@@ -10,12 +10,16 @@ Construction (once per point set, all batched, no loops over points):
 2. Find the enclosing simplex of the lattice ``(D+1)·A*_D``: nearest remainder-0 point, the ranking of
    the residual coordinates, and the ``D+1`` vertices with their barycentric weights.
 3. Hash vertices as packed int64 keys (batch index, lattice coordinates divided by ``D+1`` and the
-   remainder, in mixed radix). Points of one simplex share its vertices: one ``torch.sort`` of the N
-   simplex keys groups the points, one sort of the ``S·(D+1)`` vertex keys of the ``S`` distinct
-   simplices gives the vertex list, and the splat layout is expanded from the simplices; the
-   neighbours ``v ± u_j`` along the ``D+1`` lattice directions are found with ``searchsorted``
-   (missing neighbours point to an extra all-zero row). The 0.1 build, which sorted all ``N·(D+1)``
-   keys, is :class:`wsss.filters.permutohedral_reference.ReferenceLattice` (same lattice).
+   remainder, in mixed radix). Points of one simplex share its vertices: one sort of the N simplex
+   keys (base point and ranks) groups the points, one sort of the ``S·(D+1)`` vertex keys of the
+   ``S`` distinct simplices gives the vertex list (``unique_consecutive``), and the splat layout is
+   expanded from the simplices with one running index (cumulative sum) over its ``N·(D+1)`` entries;
+   the neighbours ``v ± u_j`` along the ``D+1`` lattice directions are found with one
+   ``searchsorted`` for all directions (missing neighbours point to an extra all-zero row). On the
+   CPU, key lists of 8192–32767 entries are padded to 32768 so that ``torch.sort`` takes its radix
+   sort (:func:`_sort_keys`). The 0.1 build, which sorted all ``N·(D+1)`` keys, is
+   :class:`wsss.filters.permutohedral_reference.ReferenceLattice`, the simplex build that preceded
+   this one :class:`~wsss.filters.permutohedral_reference.SimplexLattice` (same lattice).
 
 Filtering (:class:`wsss.filters.lattice_sum.LatticeSum`, weighted gathers applied with
 ``embedding_bag``): splat (per vertex, its points with weights ``b_r``), blur with ``[1/4, 1/2, 1/4]``

@@ -1,9 +1,9 @@
-"""The permutohedral lattice build of wsss 0.1 (one sort of all ``N·(D+1)`` vertex keys) and the
-CSR / ``index_select`` filtering of wsss 0.1–0.2 (:func:`csr_filter`), kept as references: tests check
-that :class:`wsss.filters.PermutohedralLattice` builds and applies the same operator, and
-``benchmarks/bilateral.py`` / ``benchmarks/crf_engines.py`` time old and new in one run. Not used by
-the toolkit otherwise.
-"""
+"""Earlier permutohedral lattice builds and filterings, kept as references: the build of wsss 0.1
+(:class:`ReferenceLattice`, one sort of all ``N·(D+1)`` vertex keys), the simplex-level build that
+replaced it (:class:`SimplexLattice`) and the CSR / ``index_select`` filtering of wsss 0.1–0.2
+(:func:`csr_filter`). Tests check that :class:`wsss.filters.PermutohedralLattice` builds and applies
+the same operator, and ``benchmarks/bilateral.py`` / ``benchmarks/crf_engines.py`` time old and new
+in one run. Not used by the toolkit otherwise."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from wsss.filters.lattice_sum import Bags
 from wsss.filters.permutohedral import SCALE_FIT, PermutohedralLattice, _compress_gaps
 
 __all__ = ["ReferenceLattice", "SimplexLattice", "csr_filter"]
+
 
 def _simplex_elevate(pts: torch.Tensor, inv_std: float) -> torch.Tensor:
     """``N×D`` float64 points onto ``Σ y = 0`` as ``(D+1)×N`` (basis made on every call)."""
