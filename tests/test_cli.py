@@ -22,7 +22,7 @@ def test_help_lists_every_registered_stage():
     for name in COMMAND_MODULES:
         importlib.import_module(f"wsss_cli.{name}")  # a listed module that vanished fails here
         shown = {"evaluate": "eval", "demo_data": "demo-data", "prepare": "prepare-scribbles",
-                 "spml_labels": "spml-labels"}.get(name, name)
+                 "spml_labels": "spml-labels", "spml_relabel": "spml-relabel"}.get(name, name)
         assert shown in result.output, f"{shown} missing from wsss --help"
 
 

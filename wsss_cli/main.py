@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "cam",
     "solve",
     "spml_labels",
+    "spml_relabel",
     "train",
     "predict",
     "crf",

@@ -11,15 +11,15 @@ from wsss.errors import UserError
 from wsss_cli.common import command, command_line, console, resume_option, workers_option
 
 
-def parse_scales(text: str) -> tuple[float, ...]:
-    """``"0.75,1,1.25"`` → (0.75, 1.0, 1.25); a UserError for anything else."""
+def parse_scales(text: str, flag: str = "--scales") -> tuple[float, ...]:
+    """``"0.75,1,1.25"`` → (0.75, 1.0, 1.25); a UserError naming ``flag`` for anything else."""
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError as exc:
-        raise UserError(f"--scales {text}: expected comma-separated numbers, e.g. 0.75,1,1.25.") from exc
+        raise UserError(f"{flag} {text}: expected comma-separated numbers, e.g. 0.75,1,1.25.") from exc
     from wsss.validation import check_scales
 
-    return check_scales("--scales", scales)
+    return check_scales(flag, scales)
 
 
 def register(app: typer.Typer) -> None:
