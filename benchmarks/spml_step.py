@@ -8,7 +8,7 @@ default weights and κ. ``pce``: DeepLabV3+ on the same backbone with partial CE
 ``--region`` pixels; seeds: one horizontal scribble per image. ``spml masked``: the same step with the
 per-pixel loss of :func:`wsss.losses.spml_reference.dense_contrastive_losses` (``N×S`` masks, two
 log-sum-exps under autograd; the implementation before the grouped one). Prints the best-of-N time of
-each and the ratios, measured in the same run, for each ``--batch`` (8 × 128² on EfficientNet-Lite0 at
+each and the ratios, measured in the same run (interleaved), for each ``--batch`` (8 × 128² on EfficientNet-Lite0 at
 one thread is the CamVid setting of docs/results.md).
 
     python benchmarks/spml_step.py                          # EfficientNet-Lite0, batch 4 and 8, 128², CPU, 1 thread
@@ -99,17 +99,24 @@ def run(args, batch: int) -> None:
             opt.step()
         return step
 
-    times, fast = {}, spml_module.contrastive_losses
+    fast = spml_module.contrastive_losses
+    steps = {}
     for name, net in nets.items():
         net.train()
-        step = step_of(name, net)
+        steps[name] = step_of(name, net)
+
+    def timed(name):
         spml_module.contrastive_losses = masked_contrastive_losses if name == "spml masked" else fast
         try:
-            if name == "spml":
-                step()  # fill the memory bank: two batches before the timed steps
-            times[name] = best_of(step, args.repeat, device, CLOCKS[args.clock])
+            return best_of(steps[name], 1, device, CLOCKS[args.clock])  # one warm-up step, one timed
         finally:
             spml_module.contrastive_losses = fast
+
+    steps["spml"]()  # fill the memory bank: batches pushed before the timed steps
+    times = {name: float("inf") for name in nets}
+    for _ in range(args.repeat):  # interleaved, so load changes on a shared machine hit every row
+        for name in nets:
+            times[name] = min(times[name], timed(name))
     print(f"batch {b} × {s}², {args.backbone} x{args.width_mult}, {device}, {torch.get_num_threads()} thread(s), "
           f"{args.clock} clock, best of {args.repeat}")
     counts = loss.last_counts

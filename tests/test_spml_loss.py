@@ -90,6 +90,23 @@ def test_contrastive_losses_values_and_gradients_match_the_dense_masked_referenc
         assert torch.allclose(a, b, **tol)
 
 
+def test_contrastive_losses_by_row_blocks_and_a_second_backward_match_the_dense_reference(monkeypatch):
+    import wsss.losses.spml as spml
+
+    monkeypatch.setattr(spml, "BLOCK_ENTRIES", 50)  # 23 segments: blocks of 2 rows, the last one shorter
+    f, protos, own, group, group_positive = _grouped_problem(41, 23, 6, 5, 7)
+    positive = group_positive[group]
+    got = contrastive_losses(f, protos, own, group, group_positive, 12.0)
+    want = dense_contrastive_losses(f, protos, own, positive, ~positive, 12.0)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    g_want = torch.autograd.grad(want.sum(), (f, protos))
+    g_first = torch.autograd.grad(got.sum(), (f, protos), retain_graph=True)  # consumes the kept blocks
+    g_second = torch.autograd.grad(got.sum(), (f, protos))  # recomputes them
+    for first, second, ref in zip(g_first, g_second, g_want):
+        assert torch.allclose(first, ref, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(second, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_contrastive_losses_gradient_against_finite_differences():
     f, protos, own, group, group_positive = _grouped_problem(9, 6, 3, 3, 5)
     assert torch.autograd.gradcheck(lambda x, p: contrastive_losses(x, p, own, group, group_positive, 6.0),
