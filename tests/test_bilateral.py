@@ -5,6 +5,8 @@ Tolerances are measured values plus a margin (docs/bilateral.md, "Accuracy").
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,12 +206,12 @@ def test_lattice_barycentric_weights_reconstruct_points():
     assert out[10:].abs().max().item() == 0.0
 
 
-def _same_lattice(new, ref) -> None:
+def _same_lattice(new, ref, bary_atol: float = 1e-15) -> None:
     """The same vertices (numbered differently: one bijection phi maps every point's vertices and every
     neighbour of ``new`` to ``ref``'s, M, the missing neighbour, to M), ranks and weights."""
     m = new.num_vertices
     assert m == ref.num_vertices and torch.equal(new.rank, ref.rank)
-    torch.testing.assert_close(new.bary, ref.bary, rtol=0, atol=1e-15)
+    torch.testing.assert_close(new.bary, ref.bary, rtol=0, atol=bary_atol)
     phi = torch.full((m + 1,), -1, dtype=torch.int64)
     phi[new.vert.reshape(-1)] = ref.vert.reshape(-1)
     phi[m] = m
@@ -284,3 +286,18 @@ def test_cuda_matches_cpu():
     gpu = BilateralFilter(img.cuda(), 30.0, 15.0, valid.cuda())
     torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gpu.self_weight().cpu(), cpu.self_weight(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_build_is_the_0_1_build():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    img = _crop(data.astronaut(), 0, 100, 96)
+    pts = image_features(img, 100.0, 15.0).reshape(96 * 96, -1)
+    bid = torch.zeros(96 * 96, dtype=torch.int64)
+    gpu, ref = PermutohedralLattice(pts.cuda(), bid.cuda()), ReferenceLattice(pts, bid)
+    on_cpu = SimpleNamespace(num_vertices=gpu.num_vertices, **{
+        name: getattr(gpu, name).cpu() for name in ("rank", "bary", "vert", "nbr_plus", "nbr_minus")})
+    _same_lattice(on_cpu, ref, bary_atol=1e-12)  # (the GPU's products round differently)
+    x = torch.rand(96 * 96, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert _rel(gpu.filter(x.cuda()).cpu(), ref.filter(x)) < 1e-10

@@ -76,12 +76,19 @@ def _elevate(pts: torch.Tensor, inv_std: float) -> torch.Tensor:
     return torch.mul(y.t(), inv_std, out=y.new_empty(y.shape[1], y.shape[0]))
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu_radix_sort() -> bool:
+    """Whether this torch build sorts long CPU integer tensors with its radix sort (built with FBGEMM
+    and OpenMP); without it, padding would only lengthen the comparison sort."""
+    return torch.backends.openmp.is_available() and "USE_FBGEMM" in torch.__config__.show()
+
+
 def _sort_keys(keys: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.sort`` of ``K`` int64 keys in ``[0, bound)``: ``(sorted K, permutation K)``. On the CPU
     a list of ``_PAD_SORT_MIN ≤ K < _RADIX_SORT_MIN`` keys is padded with ``bound`` up to
     ``_RADIX_SORT_MIN`` (the pads sort last) so that torch takes its radix sort."""
     k = keys.numel()
-    if keys.device.type != "cpu" or not _PAD_SORT_MIN <= k < _RADIX_SORT_MIN:
+    if keys.device.type != "cpu" or not _PAD_SORT_MIN <= k < _RADIX_SORT_MIN or not _cpu_radix_sort():
         return torch.sort(keys)
     padded = torch.cat([keys, keys.new_full((_RADIX_SORT_MIN - k,), bound)])
     values, perm = torch.sort(padded)
@@ -127,14 +134,14 @@ def _ranks(res: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-def _neighbour_tables(uniq: torch.Tensor, strides: list, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _neighbour_tables(uniq: torch.Tensor, last: torch.Tensor, strides: list, q: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(nbr_plus, nbr_minus)``, each ``q×(M+1)`` int64: the index of vertex ``v ± u_j`` in the
     sorted packed keys ``uniq`` (M), ``M`` where it is not populated. ``u_j = 1 - q e_j`` is linear in
-    the packed key, with a carry when the remainder is ``q - 1``; all ``q`` directions are searched at
-    once."""
+    the packed key, with a carry where the remainder is ``q - 1`` (``last``, M bool); all ``q``
+    directions are searched at once."""
     m = uniq.numel()
     dev = uniq.device
-    carry = (uniq % q == q - 1).to(torch.int64) * (sum(strides) - q)
+    carry = last.to(torch.int64) * (sum(strides) - q)
     step = torch.tensor([1 - s for s in strides] + [1], dtype=torch.int64, device=dev)
     target = (uniq + carry)[None, :] + step[:, None]  # q×M keys of v + u_j
     pos = torch.searchsorted(uniq, target).clamp_max_(m - 1)
@@ -181,7 +188,7 @@ class PermutohedralLattice:
         k_float = torch.round(y / q)
         rank = _ranks(torch.sub(y, k_float, alpha=q)).add_(k_float.sum(0).to(torch.int8))  # Σ k ∈ [-D, D]
         wrap = torch.gt(rank, d).view(torch.int8) - torch.lt(rank, 0).view(torch.int8)  # -1, 0 or 1
-        rank = rank.sub_(wrap, alpha=q).to(torch.int64)
+        rank = rank.sub_(wrap, alpha=q).to(torch.int64)  # q×N
         k = k_float.to(torch.int64).sub_(wrap)  # q×N
         self.rank = rank.t()  # N×q
 
@@ -227,7 +234,7 @@ class PermutohedralLattice:
         # vertices of the S distinct simplices only (one sort of S·q keys), then expand to the points.
         sbound = total // q * q**q
         if sbound < 2**62:
-            code = (rank * torch.tensor([q**j for j in range(q)], device=dev)[:, None]).sum(0)
+            code = (rank * torch.tensor([q**j for j in range(q)], device=dev)[:, None]).sum(0)  # int64
             skey = torch.add(code, base, alpha=q ** (q - 1))  # (base / q)·q^q + Σ_j rank_j q^j
         else:  # no room for the rank in the key: every point is its own simplex
             skey = torch.arange(n, dtype=torch.int64, device=dev)
@@ -257,7 +264,8 @@ class PermutohedralLattice:
         # Entry e of pair t reads g(e) = r_t·N + sstart_t + (e - offset_t): +1 within a pair, so g is
         # the running sum of 1s with the jump to the next pair's start at each pair's first entry.
         pair_s = torch.div(eperm, q, rounding_mode="floor")
-        g_start = torch.add(sstart.index_select(0, pair_s), eperm - pair_s * q, alpha=n)  # S·q
+        pair_r = eperm - pair_s * q  # the remainder of the pair's vertex
+        g_start = torch.add(sstart.index_select(0, pair_s), pair_r, alpha=n)  # S·q
         count = scount.index_select(0, pair_s)
         offset = torch.cumsum(count, 0) - count  # first entry of each pair
         jump = torch.ones(n * q, dtype=torch.int64, device=dev)
@@ -266,10 +274,13 @@ class PermutohedralLattice:
         first_pair = torch.cumsum(vcount, 0) - vcount  # pairs are grouped by vertex
         bags_off = torch.cat([offset.index_select(0, first_pair), offset.new_full((1,), n * q)])
         at = (pperm + torch.arange(0, n * q, n, device=dev)[:, None]).view(-1).index_select(0, g)  # r·N + point
-        self._splat = Bags(pperm.repeat(q).index_select(0, g), bags_off, bary.view(-1).index_select(0, at), n)
+        itype = torch.int32 if n * q < 2**28 else torch.int64  # (the layouts applied are int32)
+        self._splat = Bags(pperm.to(itype).repeat(q).index_select(0, g), bags_off.to(itype),
+                           bary.view(-1).index_select(0, at), n)
         self._ops: dict = {}  # LatticeSum of this lattice per dtype
         self._blur = None  # (indices, offsets, weights) of all blur directions
-        self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, strides, q)
+        last = pair_r.index_select(0, first_pair) == d  # vertices of remainder D
+        self.nbr_plus, self.nbr_minus = _neighbour_tables(uniq, last, strides, q)
         vol = q ** (d - 0.5) / inv_std**d
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
 
