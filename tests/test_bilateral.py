@@ -238,6 +238,8 @@ def test_fast_build_gives_the_same_operator_as_the_reference_builds(reference):
         w_new, w_ref = new.filter(eye), ref.filter(eye)
         assert ((w_new - w_ref).norm() / w_ref.norm()).item() < 1e-12
         torch.testing.assert_close(new.self_weight(), ref.self_weight(), rtol=1e-12, atol=1e-12)
+        # the self-weight walk (per simplex) against the diagonal of the materialized operator
+        torch.testing.assert_close(new.self_weight(), w_ref.diagonal(), rtol=1e-12, atol=1e-14)
 
 
 def test_fast_build_with_no_room_for_simplex_keys():

@@ -258,6 +258,7 @@ class PermutohedralLattice:
         self.num_vertices = m
         svert = torch.empty_like(vid).scatter_(0, eperm, vid)  # S·q: vertex of each (simplex, r)
         self.vert = svert.view(ns, q).index_select(0, sinv)  # N×q
+        self._simplices = (sinv, rep)  # simplex of each point, a point of each simplex
 
         # Splat bags: per vertex its (simplex, r) pairs in key order, each expanded to the points of
         # the simplex (consecutive in the sorted order), read from the tables in sorted point order.
@@ -331,38 +332,44 @@ class PermutohedralLattice:
         sum over the two (three if ``r = r'``) lattice paths ``n ∈ {-1, 0, 1}^{D+1}``,
         ``Σ_j n_j u_j = v_r - v_r'``, of ``(1/4)^{#moves} (1/2)^{#stays}``, counted only if every
         intermediate vertex exists (the blur drops mass sent to unpopulated vertices), averaged over
-        the two pass orders. Paths are walked with the neighbour tables: ``O((D+1)^3)`` gathers of
-        length ``N``; computed on demand.
+        the two pass orders. ``G`` is symmetric and its entries are exact dyadic numbers, so the
+        ``(D+1)(D+2)/2`` pairs ``r ≤ r'`` are walked, once per distinct simplex (the points of one
+        simplex share its vertices), all pairs and both paths at once: ``2·(D+1)`` gathers of
+        ``(D+1)(D+2)·S`` vertex indices; computed on demand.
         """
         q = self.d + 1
         m = self.num_vertices
         n = self.vert.shape[0]
-        total = torch.zeros(n, dtype=torch.float64, device=self.vert.device)
-        orders = [list(range(q)), list(range(q - 1, -1, -1))]
-
-        def walk(start: torch.Tensor, steps: torch.Tensor, order) -> torch.Tensor:
+        dev = self.vert.device
+        sid, rep = getattr(self, "_simplices", (None, None))
+        if sid is None:  # (a build that does not record its simplices: every point its own)
+            sid = rep = torch.arange(n, device=dev)
+        vert = self.vert.index_select(0, rep)  # S×q
+        rank = self.rank.index_select(0, rep)  # S×q
+        pairs = [(r, t) for r in range(q) for t in range(r, q)]
+        lo = torch.tensor([r for r, _ in pairs], device=dev)
+        hi = torch.tensor([t for _, t in pairs], device=dev)[:, None, None]
+        # v_t - v_r = Σ_{j: d-t < rank_j <= d-r} u_j: the path along +u_j over those j, or the one
+        # along -u_j over the others (r = t: all +1 or all -1, going round; staying is counted below)
+        in_a = (rank[None] > self.d - hi) & (rank[None] <= self.d - lo[:, None, None])  # P×S×q
+        moves = torch.stack([in_a | (lo[:, None, None] == hi), ~in_a], 1)  # P×2×S×q bool
+        sign = torch.tensor([1, -1], device=dev)[:, None]  # path 0 along +u_j, path 1 along -u_j
+        cnt = [t - r for r, t in pairs]
+        wgt = torch.tensor([[0.25**c * 0.5 ** (q - c), 0.5**c * 0.25 ** (q - c)] if c else [0.25**q] * 2
+                            for c in cnt], dtype=torch.float64, device=dev)  # P×2
+        tables = torch.stack([self.nbr_minus, torch.arange(m + 1, device=dev).expand(q, m + 1),
+                              self.nbr_plus], 1).view(q, -1)  # q×3(M+1): steps -1, 0, +1
+        start = vert.t().index_select(0, lo)[:, None].expand(-1, 2, -1)  # P×2×S
+        reached = torch.zeros(start.shape, dtype=torch.float64, device=dev)
+        for order in (range(q), range(q - 1, -1, -1)):
             x = start
             for j in order:
-                s_j = steps[:, j]
-                x = torch.where(s_j > 0, self.nbr_plus[j][x], torch.where(s_j < 0, self.nbr_minus[j][x], x))
-            return x != m
-
-        for rs in range(q):
-            for rt in range(q):
-                lo, hi = sorted((rs, rt))
-                # v_rt - v_rs = sign · Σ_{j: d-hi < rank_j <= d-lo} u_j
-                in_a = (self.rank > self.d - hi) & (self.rank <= self.d - lo)
-                sign = 1 if rt > rs else -1
-                cnt = int(hi - lo)
-                paths = [(sign * in_a.to(torch.int64), 0.25**cnt * 0.5 ** (q - cnt)),
-                         (-sign * (~in_a).to(torch.int64), 0.5**cnt * 0.25 ** (q - cnt))]
-                if rs == rt:  # A empty: stay everywhere (always exists), or go round (+1 or -1 on all)
-                    paths = [(torch.ones_like(self.rank), 0.25**q), (-torch.ones_like(self.rank), 0.25**q)]
-                    contrib = torch.full((n,), 0.5**q, dtype=torch.float64, device=total.device)
-                else:
-                    contrib = torch.zeros(n, dtype=torch.float64, device=total.device)
-                for steps, wgt in paths:
-                    for order in orders:
-                        contrib += 0.5 * wgt * walk(self.vert[:, rs], steps, order).to(torch.float64)
-                total += self.bary[:, rs] * self.bary[:, rt] * contrib
+                at = (moves[..., j] * sign + 1) * (m + 1) + x
+                x = tables[j].index_select(0, at.view(-1)).view(x.shape)
+            reached += x != m
+        contrib = (0.5 * wgt[:, :, None] * reached).sum(1)  # P×S
+        total = torch.zeros(n, dtype=torch.float64, device=dev)
+        for i, (r, t) in enumerate(pairs):
+            c = contrib[i] + 0.5**q if r == t else 2.0 * contrib[i]  # (r = t: staying put, always there)
+            total += c.index_select(0, sid) * self.bary[:, r] * self.bary[:, t]
         return self.norm * total
