@@ -11,7 +11,8 @@ alone for three builds in one run — the new one (:class:`wsss.filters.Permutoh
 (:class:`wsss.filters.permutohedral_reference.SimplexLattice`, the simplex-level build it replaced)
 and the 0.1 build (:class:`~wsss.filters.permutohedral_reference.ReferenceLattice`, with its CSR
 filtering) — with the ratios reference / new; one filtering with the lattice reused; a
-``BilateralFilter`` built and applied (features included); the exact chunked dense product (up to
+``BilateralFilter`` built and applied (features included); the exact self-weights
+(``PermutohedralLattice.self_weight``, computed on demand); the exact chunked dense product (up to
 ``--exact-max`` pixels). Each time is the minimum over ``--repeat`` rounds in which the three builds
 alternate; ``--clock process`` measures this process's CPU time instead of wall time (steadier on a
 shared machine; CPU only).
@@ -91,8 +92,8 @@ def run_timing(args) -> None:
     print("lattice build + one filtering (b+f) and build alone, ms: new build, today's (simplex) build, "
           "0.1 build (with its CSR filtering); ratios = reference time / new time")
     print(f"{'size':>7} {'vertices':>8} | {'new b+f':>8} {'today':>7} {'0.1':>7} {'/today':>7} {'/0.1':>6} | "
-          f"{'new bld':>8} {'today':>7} {'0.1':>7} {'/today':>7} {'/0.1':>6} | {'filter':>7} {'Bilat.':>7} | "
-          f"{'exact':>8} {'rel.err':>7}")
+          f"{'new bld':>8} {'today':>7} {'0.1':>7} {'/today':>7} {'/0.1':>6} | {'filter':>7} {'Bilat.':>7} "
+          f"{'self-wt':>7} | {'exact':>8} {'rel.err':>7}")
     for s in args.sizes:
         img = frame_image(args.frame, s, device) if args.frame else test_image(s, s, gen, device)
         x = smooth_maps(1, args.k, s, s, gen, device)
@@ -107,6 +108,7 @@ def run_timing(args) -> None:
         f = holder["f"]
         t_filter = best_of(lambda: f(x), args.repeat, device, clock)
         sp = build_speedup(img, x, args, device, clock)
+        t_sw = best_of(lambda: f.lattice.self_weight(), args.repeat, device, clock)
         t_exact = float("nan")
         err = float("nan")
         if s * s <= args.exact_max:
@@ -122,7 +124,7 @@ def run_timing(args) -> None:
             cols.append(f"{new * 1e3:>8.1f} {today * 1e3:>7.1f} {old * 1e3:>7.1f} "
                         f"{today / new:>6.2f}× {old / new:>5.2f}×")
         print(f"{s:>6}² {f.lattice.num_vertices:>8} | {cols[0]} | {cols[1]} | {t_filter * 1e3:>7.1f} "
-              f"{t_bilateral * 1e3:>7.1f} | {t_exact:>6.2f} s {err:>7.3f}", flush=True)
+              f"{t_bilateral * 1e3:>7.1f} {t_sw * 1e3:>7.1f} | {t_exact:>6.2f} s {err:>7.3f}", flush=True)
 
 
 def run_calibration(args) -> None:
