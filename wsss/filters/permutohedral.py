@@ -286,8 +286,8 @@ class PermutohedralLattice:
         self.norm = SCALE_FIT.get(d, 1.0) * (2.0 * math.pi) ** (d / 2.0) / vol
 
     def splat_bags(self) -> Bags:
-        """Splat layout: ``M`` bags (one per vertex) of the points in it, ``N·(D+1)`` entries,
-        float64 barycentric weights."""
+        """Splat layout: ``M`` bags (one per vertex) of the points in it, ``N·(D+1)`` entries, int32
+        indices and offsets (int64 from 2^28 entries), float64 barycentric weights."""
         return self._splat
 
     def blur_bags(self, j: int, dtype: torch.dtype = torch.float64) -> Bags:
