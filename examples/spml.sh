@@ -3,7 +3,9 @@
 #
 #   demo-data → seeds (scribbles, clicks; tags → CAM seeds with TAGS=1) → superpixels (the low-level regions)
 #   → train --loss spml (embedding + initial classifier) → spml-labels (random-walk pseudo-labels + DenseCRF)
-#   → train --loss pseudo --init-from (final classifier on the frozen embedding) → predict val → eval → table
+#   [tags: → spml-relabel (nearest-neighbour relabelling, docs/methods.md §10.6)]
+#   → train --loss pseudo --init-from (final classifier on the frozen embedding) → predict val → eval
+#   [tags: round 2: final classifier's labels of train → spml-relabel → a second final classifier] → table
 #
 #   examples/spml.sh OUT           # OUT receives every artifact, run and metrics file
 #   TAGS=1 examples/spml.sh OUT    # also image tags, through CAM seeds (wsss cam train / export / seeds)
@@ -11,7 +13,10 @@
 # Budget knobs (environment): TRAIN / VAL images (32 / 16), EPOCHS (SPML embedding, 8), FINAL_EPOCHS (final
 # classifier, 24: with 4 it does not fit its pseudo-labels at this budget), CROP (96), BATCH (4), BACKBONE (efficientnet_lite0: its ImageNet weights ship with its pip
 # package, so nothing is downloaded), LR (3e-3, the SPML code's), DIM (embedding dimension, 64), GRID
-# (k-means grid side, 6), CAM_EPOCHS (20). The SPML code trains 30 000 iterations of 16 crops of 512²
+# (k-means grid side, 6), CAM_EPOCHS (20), RELABEL_GRID (spml-relabel's grid side, 6: the code's 12 is meant
+# for 512² images, 96² here), FINAL_AUG (1: the final classifier's grayscale and blur of the SPML code,
+# --grayscale 0.3 --blur --blur-kernel spml; 0: off). Not passed: the code's 100-step lr warm-up
+# (--lr-warmup-steps), longer than the whole embedding run here (64 steps). The SPML code trains 30 000 iterations of 16 crops of 512²
 # (final classifier: 4000); the demo budget is far below that. Everything is seeded (--seed 0); a rerun
 # in the same OUT skips finished steps.
 set -euo pipefail
@@ -29,12 +34,27 @@ LR=${LR:-3e-3}
 DIM=${DIM:-64}
 GRID=${GRID:-6}
 CAM_EPOCHS=${CAM_EPOCHS:-20}
+RELABEL_GRID=${RELABEL_GRID:-6}
+FINAL_AUG=${FINAL_AUG:-1}
 WSSS=${WSSS:-wsss}
 PYTHON=${PYTHON:-python}
 mkdir -p "$OUT"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 common=(--batch-size "$BATCH" --crop-size "$CROP" --backbone "$BACKBONE" --lr "$LR" --seed 0 --log-every 50)
+final_aug=(); [ "$FINAL_AUG" = 1 ] && final_aug=(--grayscale 0.3 --blur --blur-kernel spml)
+
+# final_classifier DIR RUN PSEUDOLABELS: the final classifier on the frozen embedding of DIR/run-spml, then val
+final_classifier() {
+  local dir=$1 run=$2 pl=$3
+  if [ ! -f "$dir/$run/checkpoints/epoch-$(printf %03d "$FINAL_EPOCHS").pt" ]; then
+    local resume=(); [ -f "$dir/$run/config.json" ] && resume=(--resume)
+    $WSSS train --out "$dir/$run" --loss pseudo --hard --pseudolabels "$pl" --init-from "$dir/run-spml" \
+      --epochs "$FINAL_EPOCHS" "${common[@]}" "${final_aug[@]}" "${resume[@]}"
+  fi
+  [ -f "$dir/pred-val-$run.h5" ] || $WSSS predict "$dir/$run" --data "$OUT/demo" --split val --out "$dir/pred-val-$run.h5"
+  $WSSS eval "$dir/pred-val-$run.h5" --out "$dir/pred-val-$run.metrics.json" > /dev/null
+}
 
 step "1. demo data ($TRAIN train / $VAL val images), SLIC superpixels of the train images"
 [ -d "$OUT/demo" ] || $WSSS demo-data "$OUT/demo" --train "$TRAIN" --val "$VAL" --seed 0
@@ -80,17 +100,30 @@ for entry in "${kinds[@]}"; do
   [ -f "$dir/pseudolabels.h5" ] || $WSSS spml-labels "$dir/run-spml" --seeds "$dir/seeds.h5" --out "$dir/pseudolabels.h5"
   $WSSS eval "$dir/pseudolabels.h5" --seeds "$dir/seeds.h5" --out "$dir/pseudolabels.metrics.json" > /dev/null
 
-  step "5. [$kind] final classifier on the frozen embedding (--loss pseudo --hard --init-from)"
-  if [ ! -f "$dir/run-final/checkpoints/epoch-$(printf %03d "$FINAL_EPOCHS").pt" ]; then
-    resume=(); [ -f "$dir/run-final/config.json" ] && resume=(--resume)
-    $WSSS train --out "$dir/run-final" --loss pseudo --hard --pseudolabels "$dir/pseudolabels.h5" \
-      --init-from "$dir/run-spml" --epochs "$FINAL_EPOCHS" "${common[@]}" "${resume[@]}"
+  labels=$dir/pseudolabels.h5
+  if [ "$kind" = tags ]; then
+    step "4b. [tags] nearest-neighbour relabelling, round 1 (spml-relabel --grid $RELABEL_GRID)"
+    [ -f "$dir/relabel1.h5" ] || $WSSS spml-relabel "$dir/run-spml" --labels "$dir/pseudolabels.h5" --seeds "$dir/seeds.h5" \
+      --grid "$RELABEL_GRID" --out "$dir/relabel1.h5"
+    $WSSS eval "$dir/relabel1.h5" --seeds "$dir/seeds.h5" --out "$dir/relabel1.metrics.json" > /dev/null
+    labels=$dir/relabel1.h5
   fi
-  [ -f "$dir/pred-val-final.h5" ] || $WSSS predict "$dir/run-final" --data "$OUT/demo" --split val --out "$dir/pred-val-final.h5"
-  $WSSS eval "$dir/pred-val-final.h5" --out "$dir/pred-val-final.metrics.json" > /dev/null
+
+  step "5. [$kind] final classifier on the frozen embedding (--loss pseudo --hard --init-from)"
+  final_classifier "$dir" run-final "$labels"
+
+  if [ "$kind" = tags ]; then
+    step "5b. [tags] round 2: the final classifier's labels of train (scales 0.75, 1 + flip) → spml-relabel → final classifier"
+    [ -f "$dir/pred-train-run-final.h5" ] || $WSSS predict "$dir/run-final" --data "$OUT/demo" --split train \
+      --scales 0.75,1 --flip --out "$dir/pred-train-run-final.h5"
+    [ -f "$dir/relabel2.h5" ] || $WSSS spml-relabel "$dir/run-spml" --labels "$dir/pred-train-run-final.h5" \
+      --seeds "$dir/seeds.h5" --grid "$RELABEL_GRID" --out "$dir/relabel2.h5"
+    $WSSS eval "$dir/relabel2.h5" --seeds "$dir/seeds.h5" --out "$dir/relabel2.metrics.json" > /dev/null
+    final_classifier "$dir" run-final2 "$dir/relabel2.h5"
+  fi
 done
 
-step "6. results (mIoU %: initial and final classifier on val; on train the initial classifier and the pseudo-labels, all pixels and the unlabelled ones)"
+step "6. results (mIoU %: initial and final classifier on val; on train the initial classifier and the pseudo-labels the final classifier trains on, all pixels and the unlabelled ones; tags: the walk's labels, then relabelling rounds 1 and 2)"
 "$PYTHON" - "$OUT" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
@@ -98,14 +131,18 @@ def load(p):
     return json.load(open(p)) if os.path.exists(p) else None
 def pct(v):
     return "    -" if v is None else f"{100 * v:5.1f}"
-print(f"{'':<11} {'--------- train ---------':>27} {'------ val ------':>19}")
-print(f"{'annotation':<11} {'initial':>8} {'pseudo':>8} {'pseudo∖S':>9} {'initial':>9} {'final':>9}")
-for kind in ("scribbles", "clicks", "tags"):
-    init_train, pl, init, final = (load(f"{out}/{kind}/{name}.metrics.json") for name in
-                                   ("pred-train-initial", "pseudolabels", "pred-val-initial", "pred-val-final"))
-    if init is None:
+print(f"{'':<13} {'--------- train ---------':>27} {'------ val ------':>19}")
+print(f"{'annotation':<13} {'initial':>8} {'pseudo':>8} {'pseudo∖S':>9} {'initial':>9} {'final':>9}")
+rows = [(kind, kind, "pseudolabels", "pred-train-initial", "pred-val-initial", "pred-val-run-final")
+        for kind in ("scribbles", "clicks")]
+rows += [("tags (walk)", "tags", "pseudolabels", "pred-train-initial", "pred-val-initial", None),
+         ("tags round 1", "tags", "relabel1", None, None, "pred-val-run-final"),
+         ("tags round 2", "tags", "relabel2", None, None, "pred-val-run-final2")]
+for label, kind, *names in rows:
+    pl, init_train, init, final = (load(f"{out}/{kind}/{n}.metrics.json") if n else None for n in names)
+    if pl is None:
         continue
-    unl = (pl or {}).get("unlabelled", {}) or {}
-    print(f"{kind:<11} {pct(init_train and init_train['miou']):>8} {pct(pl and pl['miou']):>8} "
-          f"{pct(unl.get('miou')):>9} {pct(init['miou']):>9} {pct(final and final['miou']):>9}")
+    unl = pl.get("unlabelled", {}) or {}
+    print(f"{label:<13} {pct(init_train and init_train['miou']):>8} {pct(pl['miou']):>8} "
+          f"{pct(unl.get('miou')):>9} {pct(init and init['miou']):>9} {pct(final and final['miou']):>9}")
 EOF
