@@ -175,6 +175,9 @@ def test_round_two_reads_predictions_and_bad_inputs_are_refused(setup, tmp_path)
                          kind="predictions")
     art = Artifact(stage.run(run, preds, seeds, tmp_path / "r2.h5", relabel=SMALL, crf=None, net_loader=stand_in_loader))
     assert all(accuracy(art, ds, i) > 0.95 for i in ds.ids)
+    two = Artifact(stage.run(run, preds, seeds, tmp_path / "r2w.h5", relabel=SMALL, crf=None, workers=2,
+                             net_loader=stand_in_loader))
+    assert all(np.array_equal(art.read(i, "probs"), two.read(i, "probs")) for i in ds.ids)  # workers change nothing
     out = tmp_path / "bad.h5"
     one = write_labels(tmp_path / "one.h5", root, {ds.ids[0]: ds.load_mask(ds.ids[0]).astype(np.uint8)})
     with pytest.raises(UserError, match="has no labels for 5 images"):
