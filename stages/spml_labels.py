@@ -5,7 +5,9 @@ Reads a SPML embedding run (``wsss train --loss spml``: embedding network + init
 seeds' dataset. Per image:
 
 1. the network runs on the image and its mirror; the initial classifier's softmax and the unit embeddings
-   are taken to the grid at 1/8 of the image size (:func:`wsss.spml.random_walk.random_walk_scores`);
+   are taken to the grid at 1/8 of the image size (:func:`wsss.spml.random_walk.random_walk_scores`). With
+   ``cams`` (the SPML tag pipeline) the scores are instead the image's CAMs (``wsss cam export``) with the
+   background score ``(1 − max_c r_c)^α``, α = 6 (:func:`cam_scores`);
 2. the scores (each class divided by its spatial maximum, classes absent from the image's seed map set to
    0) are propagated by ``T^64`` of the embedding affinity;
 3. the result is upsampled bilinearly to image size and normalised per pixel
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from wsss.artifacts import Artifact
+from wsss.cam.seeds import SPML_ALPHA, background_score
 from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, crf_workers
 from wsss.devices import resolve_device
@@ -44,7 +47,7 @@ from wsss.stages.artifact_inputs import check_ids, resolve_dataset
 from wsss.stages.pseudolabel_writer import write_pseudolabels
 from wsss.training.run import load_checkpoint, resolve_checkpoint, run_directory
 from wsss.training.spml import spml_model_from_state
-from wsss.validation import check_finite_arrays
+from wsss.validation import check_finite_arrays, check_numbers
 
 
 def load_embedding_net(run: str | os.PathLike, device: torch.device, use: str = "wsss spml-labels"):
@@ -79,9 +82,25 @@ def present_classes(label: np.ndarray, num_classes: int) -> np.ndarray:
     return present
 
 
+def cam_scores(cams: Artifact, image_id: str, num_classes: int, shape: tuple[int, int], alpha: float = SPML_ALPHA) -> np.ndarray:
+    """The walk's starting scores from an image's CAMs (the SPML tag pipeline: SEAM CAMs, background power 6).
+
+    Returns:
+        ``K×H×W`` float32: class 0 (background) ``(1 − max_c r_c)^α`` over the image's CAM classes (1 without
+        any), each CAM class its normalised CAM ``r_c``, the other classes 0.
+    """
+    from wsss.stages.cam import read_cams
+
+    maps, classes = read_cams(cams, image_id, num_classes, shape)
+    out = np.zeros((num_classes, *shape), np.float32)
+    out[0] = background_score(maps, alpha) if classes.size else 1.0
+    out[classes] = maps
+    return out
+
+
 @torch.no_grad()
 def image_pseudolabels(net, image: np.ndarray, present: np.ndarray, walk: RandomWalkConfig,
-                       device: torch.device) -> np.ndarray:
+                       device: torch.device, scores: np.ndarray | None = None) -> np.ndarray:
     """Random-walk class distributions of one image, before the CRF.
 
     Args:
@@ -90,14 +109,16 @@ def image_pseudolabels(net, image: np.ndarray, present: np.ndarray, walk: Random
         present: ``K`` bool, the classes of the image's seed map.
         walk: walk options.
         device: where the network and the walk run.
+        scores: ``K×H×W`` starting scores (:func:`cam_scores`) instead of the initial classifier's softmax.
 
     Returns:
         ``K×H×W`` float32, summing to 1 per pixel.
     """
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(device)
     pres = torch.from_numpy(present)[None].to(device)
-    scores = random_walk_scores(net, x, pres, walk)
-    return walk_probabilities(scores, image.shape[:2])[0].cpu().numpy()
+    given = torch.from_numpy(scores)[None].to(device) if scores is not None else None
+    walked = random_walk_scores(net, x, pres, walk, scores=given)
+    return walk_probabilities(walked, image.shape[:2])[0].cpu().numpy()
 
 
 def run(
@@ -107,6 +128,8 @@ def run(
     *,
     walk: RandomWalkConfig = RandomWalkConfig(),
     crf: CRFParams | None = SPML_CRF,
+    cams: str | os.PathLike | None = None,
+    cam_bg_power: float = SPML_ALPHA,
     data: str | os.PathLike | None = None,
     layout: str | None = None,
     split: str | None = None,
@@ -124,6 +147,9 @@ def run(
         out: output ``pseudolabels`` artifact (must differ from the inputs).
         walk: random-walk options.
         crf: DenseCRF parameters (default :data:`SPML_CRF`), or None for no CRF.
+        cams: ``cams`` artifact (``wsss cam export``) of the same images: walk its CAMs (:func:`cam_scores`)
+            instead of the initial classifier's softmax (the SPML tag pipeline).
+        cam_bg_power: α of the CAMs' background score (SPML code: 6).
         data, layout, split: override the dataset recorded in the seeds artifact.
         device: network and walk device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``.
         workers: processes per rank (CPU only).
@@ -150,12 +176,25 @@ def run(
     if list(meta["classes"]) != list(classes):
         raise UserError(f"{spml_run}: was trained on the classes {list(meta['classes'])}, the seeds {seeds_art.path} "
                         f"have {list(classes)}. Pass the seeds of the run's dataset.")
-    sources = StageInputs(files=[seeds_art.path, ckpt], folders=[run_directory(ckpt)], datasets=[dataset])
+    check_numbers([("--cam-bg-power", cam_bg_power, 0, None, {"low_open": True})])
+    cam_art = None
+    if cams is not None:
+        cam_art = Artifact(cams, kind="cams")
+        if list(cam_art.classes) != list(classes):
+            raise UserError(f"{cam_art.path}: its classes differ from the seeds' {list(classes)}. "
+                            "Pass the CAMs the seeds were made from.")
+        missing = sorted(set(ids) - set(cam_art.ids))
+        if missing:
+            raise UserError(f"{cam_art.path}: has no CAMs for {len(missing)} images of the seeds (e.g. '{missing[0]}'). "
+                            "Pass the CAMs the seeds were made from (wsss cam export).")
+    sources = StageInputs(files=[seeds_art.path, ckpt, cam_art.path if cam_art is not None else None],
+                          folders=[run_directory(ckpt)], datasets=[dataset])
     if crf is not None:
         crf = crf.resolved()
     if config is None:
         config = {"stage": "spml-labels", "run": str(spml_run), "seeds": str(seeds_art.path), "out": str(out),
-                  "walk": walk.to_dict(), "crf": None if crf is None else crf.to_dict()}
+                  "walk": walk.to_dict(), "crf": None if crf is None else crf.to_dict(),
+                  "cams": None if cam_art is None else str(cam_art.path), "cam_bg_power": cam_bg_power}
 
     def one(image_id: str, image: np.ndarray, label: np.ndarray):
         present = present_classes(label, k)
@@ -163,7 +202,8 @@ def run(
             raise UserError(f"{seeds_art.path}: image '{image_id}' has no labelled pixel, so no class is known to be "
                             "present and its pseudo-labels would be empty. Pass seeds that label every image.")
         check_walk_memory(image.shape[:2], walk, dev if dev.type == "cuda" else None)
-        probs = image_pseudolabels(net, image, present, walk, dev)
+        start = None if cam_art is None else cam_scores(cam_art, image_id, k, image.shape[:2], cam_bg_power)
+        probs = image_pseudolabels(net, image, present, walk, dev, start)
         walk_label = probs.argmax(axis=0)
         if crf is not None:
             probs = crf_stage.refine(seeds_art, dataset, image_id, crf, k, scores=probs)
@@ -174,8 +214,10 @@ def run(
         return arrays, attrs
 
     inputs = [seeds_art.provenance(), {"path": str(ckpt), "kind": "run", "epoch": meta["epoch"]}]
+    if cam_art is not None:
+        inputs.append(cam_art.provenance())
     return write_pseudolabels(one, seeds_art, dataset, out, config=config, inputs=inputs, sources=sources,
                               workers=crf_workers(crf, workers), resume=resume, description="spml-labels")
 
 
-__all__ = ["SPML_CRF", "image_pseudolabels", "load_embedding_net", "present_classes", "run"]
+__all__ = ["SPML_CRF", "cam_scores", "image_pseudolabels", "load_embedding_net", "present_classes", "run"]

@@ -81,8 +81,8 @@ class StandIn:
         return emb, logits
 
 
-def numpy_reference(net, image, present, beta, steps, grid):
-    """The pipeline written out with NumPy loops over cells and pairs."""
+def numpy_reference(net, image, present, beta, steps, grid, scores=None):
+    """The pipeline written out with NumPy loops over cells and pairs (``scores``: the given start, else the softmax)."""
     views = []
     for mirrored in (False, True):
         x = image.flip(-1) if mirrored else image
@@ -102,6 +102,8 @@ def numpy_reference(net, image, present, beta, steps, grid):
         views.append((a, p))
     a = (views[0][0] + views[1][0]) / 2
     p = (views[0][1] + views[1][1]) / 2
+    if scores is not None:
+        p = F.interpolate(scores, size=grid, mode="bilinear", align_corners=True)[0].numpy().astype(np.float64)
     v = np.stack([p[k] / p[k].max() * float(present[k]) for k in range(p.shape[0])]).reshape(p.shape[0], -1)
     t = a / a.sum(axis=0, keepdims=True)
     return (v @ np.linalg.matrix_power(t, steps)).reshape(p.shape[0], *grid)
@@ -118,6 +120,20 @@ def test_random_walk_scores_against_a_numpy_reference():
     ref = numpy_reference(net, image, present[0].tolist(), beta=2.0, steps=8, grid=(6, 5))
     assert np.allclose(got[0].numpy(), ref, rtol=1e-4, atol=1e-6)
     assert torch.all(got[0, 1] == 0)
+
+
+def test_random_walk_of_given_scores_against_the_numpy_reference():
+    """The tag pipeline's start (CAMs with a background) instead of the softmax: same walk, same normalisation."""
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(1, 3, 48, 40, generator=g) * 255
+    scores = torch.rand(1, 3, 48, 40, generator=g, dtype=torch.float64)
+    present = torch.tensor([[True, True, False]])
+    net = StandIn()
+    cfg = RandomWalkConfig(power=2.0, concentration=1.0, squarings=2)
+    got = random_walk_scores(net, image, present, cfg, scores=scores)
+    ref = numpy_reference(net, image, present[0].tolist(), beta=2.0, steps=4, grid=(6, 5), scores=scores)
+    assert np.allclose(got[0].numpy(), ref, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got[0].numpy(), numpy_reference(net, image, present[0].tolist(), 2.0, 4, (6, 5)), atol=1e-3)
 
 
 def test_separated_clusters_converge_to_their_mean_score():

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from wsss.artifacts import Artifact, parts_path
+from wsss.artifacts import Artifact, ArtifactWriter, parts_path
 from wsss.crf import AUTO_ENGINE
 from wsss.data import open_dataset
 from wsss.errors import UserError
@@ -117,11 +117,11 @@ def test_resume_keeps_finished_images(setup, tmp_path, monkeypatch):
     calls = []
     original = stage.image_pseudolabels
 
-    def failing(net, image, present, walk, device):
+    def failing(net, image, present, walk, device, scores=None):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("killed")
-        return original(net, image, present, walk, device)
+        return original(net, image, present, walk, device, scores)
 
     monkeypatch.setattr(stage, "image_pseudolabels", failing)
     with pytest.raises(RuntimeError):
@@ -203,3 +203,36 @@ def test_cli_refuses_a_run_that_is_not_an_embedding_run(demo_root, demo_train, t
     assert not out.exists() and not parts_path(out).exists()
     r = runner.invoke(app, ["spml-labels", str(tmp_path / "nowhere"), "--seeds", str(seeds), "--out", str(out)])
     assert r.exit_code == 2 and "no checkpoint" in r.output
+
+
+def write_cams(path: Path, root: Path, maps: dict[str, tuple[np.ndarray, list[int]]]) -> Path:
+    ds = open_dataset(root)
+    with ArtifactWriter(path, "cams", classes=CLASSES, config={"made": "test"}, dataset=ds.describe()) as w:
+        for image_id, (cams, classes) in maps.items():
+            w.write(image_id, {"cams": cams.astype(np.float16), "classes": np.asarray(classes, np.int16)})
+        w.commit()
+    return path
+
+
+def test_walk_from_cams_instead_of_the_classifier(setup, tmp_path):
+    """--cams: the walk starts from the CAMs with the background (1 − max CAM)^α: with CAMs that are right on
+    average but noisy, the split is recovered whatever the (noisy) classifier says; cam_scores' layout."""
+    root, ds, seeds, run = setup
+    rng = np.random.default_rng(4)
+    maps = {i: (np.clip(0.7 * ds.load_mask(i) + rng.normal(0, 0.2, (H, W)), 0, 1)[None], [1]) for i in ds.ids}
+    cams = write_cams(tmp_path / "cams.h5", root, maps)
+    start = stage.cam_scores(Artifact(cams, "cams"), ds.ids[0], 3, (H, W), alpha=6.0)
+    cam = maps[ds.ids[0]][0][0].astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(start[1], cam)
+    np.testing.assert_allclose(start[0], (1 - cam) ** 6, rtol=1e-5, atol=1e-6)
+    assert np.all(start[2] == 0)
+    out = stage.run(run, seeds, tmp_path / "pl.h5", crf=None, cams=cams, net_loader=stand_in_loader)
+    art = Artifact(out, "pseudolabels")
+    assert accuracy(art, ds) > 0.95
+    assert art.config["cams"] == str(cams) and art.inputs[-1]["kind"] == "cams"
+    one = write_cams(tmp_path / "one.h5", root, {ds.ids[0]: maps[ds.ids[0]]})
+    with pytest.raises(UserError, match="has no CAMs for 2 images"):
+        stage.run(run, seeds, tmp_path / "bad.h5", cams=one, net_loader=stand_in_loader)
+    with pytest.raises(UserError, match="--cam-bg-power"):
+        stage.run(run, seeds, tmp_path / "bad.h5", cams=cams, cam_bg_power=0.0, net_loader=stand_in_loader)
+    assert not (tmp_path / "bad.h5").exists()

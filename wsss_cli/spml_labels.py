@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from wsss.cam.seeds import SPML_ALPHA
 from wsss.spml.random_walk import SPML_CRF, WALK_METHODS, RandomWalkConfig
 from wsss_cli.common import command, config_of, console, resume_option, workers_option
 from wsss_cli.crf import crf_device_option, engine_option, make_params
@@ -37,6 +38,8 @@ def register(app: typer.Typer) -> None:
         rw_squarings: int = typer.Option(_W.squarings, "--rw-squarings", help=f"T is squared this many times, 2^N steps [Ke et al. 2021: {_W.squarings}, 64 steps]."),
         rw_grid_scale: float = typer.Option(_W.grid_scale, "--rw-grid-scale", help=f"Walk grid relative to the image size [Ke et al. 2021: {_W.grid_scale:g}]."),
         rw_method: str = typer.Option(_W.method, "--rw-method", help=f"How T^(2^N) is applied: {', '.join(WALK_METHODS)} (squaring: the paper's; steps: 2^N products v ← vT; same result; auto: the cheaper)."),
+        cams: Optional[Path] = typer.Option(None, "--cams", help="cams artifact (wsss cam export) of the seeds' images: walk the CAMs, with the background (1 − max CAM)^--cam-bg-power, instead of the initial classifier's softmax [Ke et al. 2021 tag pipeline; docs/methods.md §10.6]."),
+        cam_bg_power: float = typer.Option(SPML_ALPHA, "--cam-bg-power", help=f"Power α of the CAMs' background score [SPML code: {SPML_ALPHA:g}]."),
         crf: bool = typer.Option(True, "--crf/--no-crf", help="DenseCRF after the walk [Ke et al. 2021: on]."),
         gauss_sxy: float = typer.Option(_C.gauss_sxy, "--gauss-sxy", help=f"Gaussian kernel spatial std, pixels [SPML code: {_C.gauss_sxy:g}]."),
         gauss_compat: float = typer.Option(_C.gauss_compat, "--gauss-compat", help=f"Gaussian kernel weight [SPML code: {_C.gauss_compat:g}]."),
@@ -59,8 +62,10 @@ def register(app: typer.Typer) -> None:
         if out is None:
             out = seeds.with_name("spml_pseudolabels.h5")
         config = config_of(stage="spml-labels", run=run, seeds=seeds, out=out, data=data, layout=layout, split=split,
-                           device=device, walk=walk.to_dict(), crf=None if params is None else params.to_dict())
-        path = stage.run(run, seeds, out, walk=walk, crf=params, data=data, layout=layout, split=split, device=device,
+                           device=device, walk=walk.to_dict(), crf=None if params is None else params.to_dict(),
+                           cams=cams, cam_bg_power=cam_bg_power)
+        path = stage.run(run, seeds, out, walk=walk, crf=params, cams=cams, cam_bg_power=cam_bg_power, data=data,
+                         layout=layout, split=split, device=device,
                          workers=workers, resume=resume, config=config)
         from wsss.parallel import distributed_context
 

@@ -12,7 +12,8 @@ Per training image, on the grid at 1/8 of the image size (``n = h₈·w₈`` cel
 - **Transition** ``T = A / colsum(A)`` (every column sums to 1), raised to ``2^squarings`` (the paper's
   "6 iterations": T squared 6 times, 64 steps).
 - **Propagation** ``v ← v T^64`` of the ``K × n`` class scores ``v``: the initial classifier's softmax averaged
-  over the image and its mirror, each class divided by its spatial maximum, classes absent from the seed
+  over the image and its mirror (or given scores: CAMs with a background, the tag pipeline), each class divided
+  by its spatial maximum, classes absent from the seed
   map set to 0. Column j of ``v T`` is a weighted mean of the scores with weights ``A_ij / Σ_k A_kj``, so
   the scores stay in [0, 1] and absent classes stay 0.
 
@@ -180,7 +181,8 @@ def check_walk_memory(size: tuple[int, int], config: RandomWalkConfig, device=No
                      "Use a smaller --rw-grid-scale or smaller images.", device)
 
 
-def random_walk_scores(net: EmbedFn, image: Tensor, present: Tensor, config: RandomWalkConfig = RandomWalkConfig()) -> Tensor:
+def random_walk_scores(net: EmbedFn, image: Tensor, present: Tensor, config: RandomWalkConfig = RandomWalkConfig(),
+                       scores: Tensor | None = None) -> Tensor:
     """The propagated class scores of a batch of images (module docstring), on the walk's grid.
 
     Args:
@@ -188,6 +190,9 @@ def random_walk_scores(net: EmbedFn, image: Tensor, present: Tensor, config: Ran
         image: ``B×3×H×W`` float RGB 0–255.
         present: ``B×K`` bool, the classes present in each image's seed map.
         config: walk options.
+        scores: ``B×K×H'×W'`` non-negative class scores to propagate instead of the initial classifier's
+            softmax (the SPML tag pipeline: CAMs with a background score), resized to the grid (bilinear,
+            ``align_corners=True``); then, as the softmax, each class divided by its maximum, absent classes 0.
 
     Returns:
         ``B×K×h₈×w₈`` float32 scores in [0, 1], ``(h₈, w₈) = scaled_size((H, W), grid_scale)``.
@@ -204,6 +209,8 @@ def random_walk_scores(net: EmbedFn, image: Tensor, present: Tensor, config: Ran
         a = affinity(emb.flatten(2), config.beta)
         aff = a if aff is None else (aff + a) / 2
         probs = p if probs is None else (probs + p) / 2
+    if scores is not None:
+        probs = to_grid(scores.float().to(aff.device), grid)
     v = seeded_scores(probs, present).flatten(2)
     out = walk(v, transition(aff), config.squarings, config.method)
     return out.reshape(*out.shape[:2], *grid)
