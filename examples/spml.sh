@@ -2,8 +2,8 @@
 # SPML (Ke et al., ICLR 2021) end to end on the built-in demo data (CPU, minutes), per annotation type:
 #
 #   demo-data → seeds (scribbles, clicks; tags → CAM seeds with TAGS=1) → superpixels (the low-level regions)
-#   → train --loss spml (embedding + initial classifier) → spml-labels (random-walk pseudo-labels + DenseCRF)
-#   [tags: → spml-relabel (nearest-neighbour relabelling, docs/methods.md §10.6)]
+#   → train --loss spml (embedding + initial classifier) → spml-labels (random-walk pseudo-labels + DenseCRF;
+#   tags: the walk starts from the CAMs, --cams) [tags: → spml-relabel (nearest-neighbour relabelling, docs/methods.md §10.6)]
 #   → train --loss pseudo --init-from (final classifier on the frozen embedding) → predict val → eval
 #   [tags: round 2: final classifier's labels of train → spml-relabel → a second final classifier] → table
 #
@@ -97,7 +97,9 @@ for entry in "${kinds[@]}"; do
   $WSSS eval "$dir/pred-train-initial.h5" --out "$dir/pred-train-initial.metrics.json" > /dev/null
 
   step "4. [$kind] random-walk pseudo-labels on train (T^64, DenseCRF)"
-  [ -f "$dir/pseudolabels.h5" ] || $WSSS spml-labels "$dir/run-spml" --seeds "$dir/seeds.h5" --out "$dir/pseudolabels.h5"
+  walk_from=(); [ "$kind" = tags ] && walk_from=(--cams "$dir/cams.h5")  # tags: the walk starts from the CAMs
+  [ -f "$dir/pseudolabels.h5" ] || $WSSS spml-labels "$dir/run-spml" --seeds "$dir/seeds.h5" "${walk_from[@]}" \
+    --out "$dir/pseudolabels.h5"
   $WSSS eval "$dir/pseudolabels.h5" --seeds "$dir/seeds.h5" --out "$dir/pseudolabels.metrics.json" > /dev/null
 
   labels=$dir/pseudolabels.h5
