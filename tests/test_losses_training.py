@@ -200,11 +200,17 @@ def test_registry_covers_the_cli_names():
 
 
 def test_training_solver_budget_defaults():
-    from wsss.losses.registry import TRAINING_CG_DTYPE, TRAINING_SOLVER_STEPS
+    from wsss.losses.registry import (TRAINING_CG_DTYPE, TRAINING_SOLVER_LR, TRAINING_SOLVER_STEPS,
+                                      TRAINING_START_DOWNSAMPLE)
 
     cfg = make_loss("collision").solver
-    assert (cfg.steps, cfg.cg_dtype, cfg.optimizer) == (TRAINING_SOLVER_STEPS, TRAINING_CG_DTYPE, "mirror")
+    assert (cfg.steps, cfg.lr, cfg.start_downsample, cfg.cg_dtype, cfg.optimizer, cfg.closed_form) == (
+        TRAINING_SOLVER_STEPS, TRAINING_SOLVER_LR, TRAINING_START_DOWNSAMPLE, TRAINING_CG_DTYPE, "mirror", True)
     paper = make_loss("collision", {"solver": {"optimizer": "sgd"}}).solver
     assert paper.steps is None and paper.resolved().steps == 200  # the paper's budget, not the training one
+    assert paper.lr is None and paper.resolved().lr == 0.075
     explicit = make_loss("collision", {"solver": {"steps": 7, "cg_dtype": "float64"}}).solver
     assert (explicit.steps, explicit.cg_dtype) == (7, "float64")
+    # the previous training budget stays reachable through the options
+    before = make_loss("collision", {"solver": {"steps": 20, "lr": 1.0, "start_downsample": 1}}).solver
+    assert (before.steps, before.lr, before.start_downsample) == (20, 1.0, 1)

@@ -67,15 +67,16 @@ def collision(log_y: Tensor, log_sigma: Tensor, dim: int = 1) -> Tensor:
     return -torch.logsumexp(log_y + log_sigma, dim)
 
 
-def collision_with_gradient(log_y: Tensor, log_sigma: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`collision` (class axis 1) and its gradient with respect to ``y`` (not ``ln y``):
-    ``∂H₂/∂y = −σ / Σ_k y^k σ^k = −exp(ln σ + H₂)``, for solvers that skip autograd.
+def collision_with_gradient(y: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`collision` (class axis 1) from probabilities, with its gradient with respect to ``y`` (not
+    ``ln y``): ``H₂ = −ln s``, ``∂H₂/∂y = −σ / s``, ``s = Σ_k y^k σ^k`` (clamped at the dtype's smallest
+    normal number), for solvers that skip autograd.
 
-    log_y, log_sigma: ``B×K×H×W`` float log-probabilities, same shape.
-    Returns ``(H₂ B×H×W, ∂H₂/∂y B×K×H×W)``, of the input dtype.
+    y, sigma: ``B×K×H×W`` float probabilities, same shape. Returns ``(H₂ B×H×W, ∂H₂/∂y B×K×H×W)``, of
+    the input dtype.
     """
-    value = collision(log_y, log_sigma)
-    return value, -(log_sigma + value[:, None]).exp()
+    s = (y * sigma).sum(1).clamp_min(torch.finfo(y.dtype).tiny)
+    return -torch.log(s), sigma * (-1.0 / s)[:, None]
 
 
 def quadratic(log_y: Tensor, log_sigma: Tensor, dim: int = 1) -> Tensor:

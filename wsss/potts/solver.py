@@ -17,7 +17,8 @@ Optimizers (``SolverConfig.optimizer``):
 - ``mirror`` — **toolkit default**: (1) *convex start* (grid neighbourhoods): ``y`` starts near the
   optimum of the convex surrogate ``η Σ ½‖y_p − σ_p‖² + λ Σ w_pq ½‖y_p − y_q‖²`` (the random walker with
   priors, solved approximately by multigrid-preconditioned CG, :mod:`wsss.potts.linear`), warm-started
-  from the initialization; (2) 50 steps (20 per batch in training, ``--loss collision``) of Jacobi-preconditioned mirror descent with Nesterov momentum on the
+  from the initialization; (2) 50 steps (in ``--loss collision`` training 15 at lr 3 after a half-resolution
+  start, docs/methods.md §4.5) of Jacobi-preconditioned mirror descent with Nesterov momentum on the
   actual energy: ``v ← v − lr · ∇_y E / (λ d_p + η_p)`` (``d_p`` the weighted degree, per-entry step
   clipped at ``max_step``; per image, momentum is dropped and the step halved whenever the energy
   rises). When the surrogate *is* the energy (``quadratic`` Potts with η = 0, no
@@ -38,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.constants import IGNORE_INDEX
@@ -126,6 +128,11 @@ class SolverConfig:
             faster, pseudo-labels within 1.5e-4 of the float64 ones on the train-step benchmark batch).
         weight_offset: constant added to every grid weight (0; ``skimage.segmentation.random_walker``
             adds 1e-10, used when comparing with it).
+        closed_form: ``mirror`` steps take the energy gradient in closed form where one exists (grid
+            neighbourhood, collision divergence, collision CE: the defaults; 2–3× cheaper steps, the
+            same pseudo-labels to rounding); ``False``: autograd everywhere (the reference).
+        start_downsample: solve the convex start at ``1/f`` resolution (:func:`_coarse_start`) and
+            upsample it; the mirror steps stay at full resolution (1: off, the default).
     """
 
     optimizer: str = "mirror"
@@ -148,6 +155,8 @@ class SolverConfig:
     init: str = "logits"
     weight_offset: float = 0.0
     cg_dtype: str | None = None
+    closed_form: bool = True
+    start_downsample: int = 1
 
     def resolved(self, seeds_only: bool = False) -> "SolverConfig":
         """A copy with ``steps``, ``lr``, ``convex_start`` and ``cg_dtype`` filled in and every name
@@ -194,6 +203,7 @@ class SolverConfig:
                 ("dn_sigma_xy", out.dn_sigma_xy, 0, None, {"low_open": True}),
                 ("dn_sigma_rgb", out.dn_sigma_rgb, 0, None, {"low_open": True}),
                 ("weight_offset", out.weight_offset, 0, None),
+                ("start_downsample", out.start_downsample, 1, None, {"integer": True}),
             ])
         except UserError as exc:
             raise PottsError(str(exc)) from None
@@ -218,6 +228,9 @@ class _Problem:
     relax: object = field(repr=False, default=None)
     ce: object = field(repr=False, default=None)
     lam: float = 1.0
+    sigma: Tensor | None = field(repr=False, default=None)  # exp(log_sigma), made when first needed
+    closed_form: bool = True  # SolverConfig.closed_form
+    free: Tensor | None = field(repr=False, default=None)  # B×1×H×W float: 1 off the seeds, made when first needed
 
     def labels(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """``(y, ln y)`` from ``v`` (``B×K×H×W``) with the seeds reset to their one-hot."""
@@ -233,19 +246,29 @@ class _Problem:
         return e
 
     def analytic(self) -> bool:
-        """Whether :meth:`energy_and_gradient` has a closed form here (grid neighbourhood, collision
-        divergence, collision CE or no CE term: the defaults); otherwise it uses autograd."""
-        return (isinstance(self.nb, GridNeighbourhood) and self.relax is collision_divergence
+        """Whether :meth:`energy_and_gradient` uses its closed form here (``closed_form`` and a grid
+        neighbourhood, collision divergence, collision CE or no CE term: the defaults); otherwise autograd."""
+        return (self.closed_form and isinstance(self.nb, GridNeighbourhood) and self.relax is collision_divergence
                 and (self.log_sigma is None or self.ce is collision))
 
-    def energy_and_gradient(self, y: Tensor, log_y: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-image ``E`` (``B``) and ``∂E/∂y`` (``B×K×H×W``) at ``y`` (``B×K×H×W``, seeds reset) with
-        ``ln y`` (same shape). The gradient is with respect to ``y`` itself, not ``v`` (mirror descent)."""
+    def probabilities(self, v: Tensor) -> Tensor:
+        """``y`` (``B×K×H×W``) from ``v`` with the seeds reset, without ``ln y`` (the closed form's input;
+        a multiply-add instead of ``torch.where``, several times cheaper on the CPU)."""
+        if self.free is None:
+            self.free = (~self.seed_mask).to(v.dtype)
+        return torch.addcmul(self.seed_onehot, self.free, torch.softmax(v, 1))
+
+    def energy_and_gradient(self, y: Tensor, log_y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Per-image ``E`` (``B``) and ``∂E/∂y`` (``B×K×H×W``, a new tensor) at ``y`` (``B×K×H×W``, seeds
+        reset) with ``ln y`` (same shape; unused, may be None, when :meth:`analytic`). The gradient is
+        with respect to ``y`` itself, not ``v`` (mirror descent)."""
         if self.analytic():
             e, g = self.nb.collision_divergence_with_gradient(y)
             e, g = self.lam * e, g.mul_(self.lam)
             if self.log_sigma is not None:
-                ce, g_ce = collision_with_gradient(log_y, self.log_sigma)
+                if self.sigma is None:
+                    self.sigma = self.log_sigma.exp()
+                ce, g_ce = collision_with_gradient(y, self.sigma)
                 e = e + (self.unary[:, 0] * ce).flatten(1).sum(1)
                 g = g.addcmul_(self.unary, g_ce)
             return e, g
@@ -277,20 +300,24 @@ def _optimize_mirror(pb: _Problem, v: Tensor, cfg: SolverConfig) -> Tensor:
     v = v.detach().clone()
     buf = torch.zeros_like(v)
     lr = torch.full((v.shape[0], 1, 1, 1), cfg.lr, dtype=v.dtype, device=v.device)
+    analytic = pb.analytic()
     prev = None
     for _ in range(cfg.steps):
         with torch.no_grad():
-            y0, log_y0 = pb.labels(v + cfg.momentum * buf)
-        e, g = pb.energy_and_gradient(y0, log_y0)
+            ahead = torch.add(v, buf, alpha=cfg.momentum)
+            if analytic:
+                e, g = pb.energy_and_gradient(pb.probabilities(ahead), None)
+        if not analytic:
+            e, g = pb.energy_and_gradient(*pb.labels(ahead))
         with torch.no_grad():
             if prev is not None:  # per-image function-value restart: drop momentum, halve the step
                 up = (e > prev)[:, None, None, None]
-                buf = torch.where(up, torch.zeros_like(buf), buf)
+                buf.mul_(~up)
                 lr = torch.where(up, 0.5 * lr, lr)
-            prev = e.detach()
-            step = (-lr * scale * g).clamp(-cfg.max_step, cfg.max_step)
-            buf = cfg.momentum * buf + step
-            v = v + buf
+            prev = e
+            step = g.mul_(scale).mul_(-lr).clamp_(-cfg.max_step, cfg.max_step)  # g is a new tensor
+            buf.mul_(cfg.momentum).add_(step)
+            v.add_(buf)
     return v
 
 
@@ -327,6 +354,59 @@ def _check_inputs(logits: Tensor | None, seeds: Tensor, image: Tensor, valid: Te
     return k
 
 
+def _setup(logits: Tensor | None, seeds: Tensor, image: Tensor, valid: Tensor | None, k: int,
+           cfg: SolverConfig) -> tuple[_Problem, Tensor | None, Tensor, Tensor]:
+    """The energy of :func:`solve_pseudolabels` for checked inputs and a resolved ``cfg``: ``(problem,
+    logits z (B×K×H×W, the working dtype, or None), seeds (B×H×W int64), valid (B×H×W bool))`` on the
+    logits' (else the image's) device, in the logits' dtype (float32 / float64; without logits float64
+    only for a float64 image)."""
+    device = logits.device if logits is not None else image.device
+    if logits is not None:
+        dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    else:
+        dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    b, _, h, w = image.shape
+    image = image.detach().to(device=device, dtype=dtype).clone()
+    seeds = seeds.detach().to(device=device, dtype=torch.int64).clone()
+    valid_t = (torch.ones(b, h, w, dtype=torch.bool, device=device) if valid is None
+               else valid.detach().to(device).reshape(b, h, w).bool().clone())
+    seed_mask = (seeds != UNLABELED) & valid_t
+    onehot = torch.zeros(b, k, h, w, dtype=dtype, device=device)
+    onehot.scatter_(1, torch.where(seed_mask, seeds, 0)[:, None], seed_mask[:, None].to(dtype))
+    nb = make_neighbourhood(image, cfg.neighbourhood, bandwidth=cfg.bandwidth,
+                            diagonal_weighting=cfg.diagonal_weighting, valid=valid_t,
+                            weight_offset=cfg.weight_offset, sigma_xy=cfg.dn_sigma_xy,
+                            sigma_rgb=cfg.dn_sigma_rgb).drop_pairs_within(seed_mask)
+    if logits is not None:
+        z = logits.detach().to(device=device, dtype=dtype).clone()
+        log_sigma = torch.log_softmax(z, 1) if cfg.eta > 0 else None
+    else:
+        z, log_sigma = None, None
+    unary = (cfg.eta * (valid_t & ~seed_mask)[:, None]).to(dtype)
+    if log_sigma is None:
+        unary = torch.zeros_like(unary)
+    pb = _Problem(nb, seed_mask[:, None], onehot, safe_log(onehot), unary, log_sigma, get_relaxation(cfg.relaxation),
+                  get_cross_entropy(cfg.ce), cfg.lam, closed_form=cfg.closed_form)
+    return pb, z, seeds, valid_t
+
+
+def solution_energy(y: Tensor, logits: Tensor | None, seeds: Tensor, image: Tensor,
+                    config: SolverConfig | None = None, valid: Tensor | None = None) -> Tensor:
+    """Per-image energy ``E(y)`` (module docstring) that :func:`solve_pseudolabels` minimizes, with the
+    seeds of ``y`` reset to their one-hot and ``ln y`` clamped (:func:`~wsss.potts.crossentropy.safe_log`);
+    for comparing solutions (lower is better).
+
+    y: ``B×K×H×W`` float probabilities; logits, seeds, image, config, valid: as for
+    :func:`solve_pseudolabels`. Returns ``B``, in the logits' dtype (``y`` is cast to it).
+    """
+    cfg = (config or SolverConfig()).resolved(seeds_only=logits is None)
+    k = _check_inputs(logits, seeds, image, valid, None if logits is not None else y.shape[1])
+    with torch.no_grad():
+        pb, _, _, _ = _setup(logits, seeds, image, valid, k, cfg)
+        yy = torch.where(pb.seed_mask, pb.seed_onehot, y.detach().to(pb.seed_onehot))
+        return pb.energy(yy, safe_log(yy))
+
+
 def solve_pseudolabels(logits: Tensor | None, seeds: Tensor, image: Tensor,
                        config: SolverConfig | None = None, valid: Tensor | None = None,
                        num_classes: int | None = None) -> Tensor:
@@ -348,40 +428,21 @@ def solve_pseudolabels(logits: Tensor | None, seeds: Tensor, image: Tensor,
     """
     cfg = (config or SolverConfig()).resolved(seeds_only=logits is None)
     k = _check_inputs(logits, seeds, image, valid, num_classes)
-    relax = get_relaxation(cfg.relaxation)
-    ce = get_cross_entropy(cfg.ce)
-    device = logits.device if logits is not None else image.device
-    if logits is not None:
-        dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
-    else:
-        dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
     with torch.inference_mode(False), torch.enable_grad():
-        b, _, h, w = image.shape
-        image = image.detach().to(device=device, dtype=dtype).clone()
-        seeds = seeds.detach().to(device=device, dtype=torch.int64).clone()
-        valid_t = (torch.ones(b, h, w, dtype=torch.bool, device=device) if valid is None
-                   else valid.detach().to(device).reshape(b, h, w).bool().clone())
-        seed_mask = (seeds != UNLABELED) & valid_t
-        onehot = torch.zeros(b, k, h, w, dtype=dtype, device=device)
-        onehot.scatter_(1, torch.where(seed_mask, seeds, 0)[:, None], seed_mask[:, None].to(dtype))
-        nb = make_neighbourhood(image, cfg.neighbourhood, bandwidth=cfg.bandwidth,
-                                diagonal_weighting=cfg.diagonal_weighting, valid=valid_t,
-                                weight_offset=cfg.weight_offset, sigma_xy=cfg.dn_sigma_xy,
-                                sigma_rgb=cfg.dn_sigma_rgb).drop_pairs_within(seed_mask)
-        if logits is not None:
-            z = logits.detach().to(device=device, dtype=dtype).clone()
-            log_sigma = torch.log_softmax(z, 1) if cfg.eta > 0 else None
-        else:
-            z, log_sigma = None, None
-        unary = (cfg.eta * (valid_t & ~seed_mask)[:, None]).to(dtype)
-        if log_sigma is None:
-            unary = torch.zeros_like(unary)
+        pb, z, seeds, valid_t = _setup(logits, seeds, image, valid, k, cfg)
+        image = image.detach().to(pb.seed_onehot)
+        nb, seed_mask, onehot, unary, log_sigma = pb.nb, pb.seed_mask[:, 0], pb.seed_onehot, pb.unary, pb.log_sigma
+        b, _, h, w = onehot.shape
+        dtype, device = onehot.dtype, onehot.device
         from_logits = z is not None and cfg.init == "logits"
         v = z if from_logits else torch.zeros(b, k, h, w, dtype=dtype, device=device)
         steps = cfg.steps
         if cfg.convex_start and cfg.neighbourhood != "dn":
             x0 = torch.softmax(v, 1) if from_logits else None  # None: uniform
-            y0 = _convex_start(nb, seeds, seed_mask, onehot, valid_t, unary, log_sigma, x0, cfg)
+            if cfg.start_downsample > 1:
+                y0 = _coarse_start(z, seeds, image, valid_t, k, cfg)
+            else:
+                y0 = _convex_start(nb, seeds, seed_mask, onehot, valid_t, unary, log_sigma, x0, cfg)
             if cfg.cg_dtype == "float32" and not bool(torch.isfinite(y0).all()):
                 # the float32 smoothing can still break down on some photographs (CamVid 0001TP_008040:
                 # 97 % non-finite): redo the start in float64, the exact form
@@ -396,13 +457,47 @@ def solve_pseudolabels(logits: Tensor | None, seeds: Tensor, image: Tensor,
                 return torch.where(seed_mask[:, None], onehot, y0.to(dtype)).detach()
             v = torch.log(y0).to(dtype)
         if steps > 0:
-            pb = _Problem(nb, seed_mask[:, None], onehot, safe_log(onehot), unary, log_sigma, relax, ce, cfg.lam)
             run = replace(cfg, steps=steps)
             v = _optimize_mirror(pb, v, run) if cfg.optimizer == "mirror" else _optimize_torch(pb, v, run)
             y, _ = pb.labels(v)
         else:
             y = torch.where(seed_mask[:, None], onehot, torch.softmax(v, 1))
     return y.detach()
+
+
+def _coarse_start(z: Tensor | None, seeds: Tensor, image: Tensor, valid: Tensor, k: int, cfg: SolverConfig) -> Tensor:
+    """The convex start solved at ``1/f`` resolution (``f = cfg.start_downsample``), upsampled.
+
+    Image and logits are averaged over the valid pixels of each ``f×f`` block (adaptive pooling, so any
+    size works); a block is valid if any pixel is, and seeded with class ``c`` if its valid seeds are all
+    ``c``. The pair weight becomes ``λ/f²``: for a smooth ``y`` a coarse pair sees an ``f``-times larger
+    difference over ``f``-times fewer pairs per row, while the unary sum has ``f²``-times fewer pixels, so
+    this keeps the convex surrogate's balance (docs/methods.md §4.5). The result is upsampled bilinearly
+    (a convex combination, so still on the simplex).
+
+    z: ``B×K×H×W`` logits or None; seeds: ``B×H×W`` int64; image: ``B×3×H×W``; valid: ``B×H×W`` bool.
+    Returns ``B×K×H×W`` probabilities of the image's dtype.
+    """
+    f = cfg.start_downsample
+    b, _, h, w = image.shape
+    size = (-(-h // f), -(-w // f))
+    vf = valid[:, None].to(image.dtype)
+    area = F.adaptive_avg_pool2d(vf, size)
+    valid_c = area[:, 0] > 0
+    norm = area.clamp_min(torch.finfo(image.dtype).tiny)
+
+    def pool(x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(x * vf, size) / norm
+
+    seeded = (seeds != UNLABELED) & valid
+    present = F.adaptive_max_pool2d(
+        F.one_hot(torch.where(seeded, seeds, 0), k).permute(0, 3, 1, 2).to(image.dtype) * seeded[:, None], size) > 0
+    one = present.sum(1) == 1
+    seeds_c = torch.where(one, present.to(torch.int64).argmax(1), torch.full_like(one, UNLABELED, dtype=torch.int64))
+    coarse = replace(cfg, start_downsample=1, steps=0, lam=cfg.lam / f**2)
+    y = solve_pseudolabels(None if z is None else pool(z), seeds_c, pool(image), coarse, valid_c,
+                           num_classes=None if z is not None else k)
+    return F.interpolate(y.to(image.dtype), size=(h, w), mode="bilinear", align_corners=False)
 
 
 def _convex_start(nb, seeds: Tensor, seed_mask: Tensor, onehot: Tensor, valid: Tensor, unary: Tensor,
