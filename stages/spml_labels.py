@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from wsss.artifacts import Artifact
 from wsss.cam.seeds import SPML_ALPHA, background_score
 from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, crf_workers
+from wsss.data import Dataset
 from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.paths import StageInputs
@@ -121,6 +123,58 @@ def image_pseudolabels(net, image: np.ndarray, present: np.ndarray, walk: Random
     return walk_probabilities(walked, image.shape[:2])[0].cpu().numpy()
 
 
+@dataclass(frozen=True)
+class SeededRun:
+    """What both SPML inference stages open first (:func:`open_seeded_run`): the seeds, their dataset, the
+    embedding network of the run and its device."""
+
+    seeds: Artifact
+    dataset: Dataset
+    net: Any
+    meta: dict
+    checkpoint: Path
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.seeds.classes)
+
+
+def open_seeded_run(spml_run, seeds, data=None, layout=None, split=None, device: str = "cpu", workers: int = 1,
+                    net_loader=load_embedding_net) -> SeededRun:
+    """The seeds artifact, its dataset (recorded or overridden) and the SPML run's network, checked against each
+    other: the seeds' class count is the dataset's, their images are the dataset's, the run was trained on their
+    classes. Each mismatch is a :class:`~wsss.errors.UserError`."""
+    seeds_art = Artifact(seeds, kind="seeds")
+    dataset = resolve_dataset(seeds_art, data, layout, split)
+    k = len(seeds_art.classes)
+    if k != dataset.num_classes:
+        raise UserError(f"{seeds_art.path}: has {k} classes but the dataset {dataset.root} has {dataset.num_classes}. "
+                        "Pass the dataset the seeds were made for (--data).")
+    check_ids(seeds_art, dataset, seeds_art.ids)
+    dev = resolve_device(device, workers)
+    net, meta = net_loader(spml_run, dev)
+    if list(meta["classes"]) != list(seeds_art.classes):
+        raise UserError(f"{spml_run}: was trained on the classes {list(meta['classes'])}, the seeds {seeds_art.path} "
+                        f"have {list(seeds_art.classes)}. Pass the seeds of the run's dataset.")
+    return SeededRun(seeds_art, dataset, net, meta, Path(meta["checkpoint"]), dev)
+
+
+def companion_artifact(path, kind, seeds: Artifact, noun: str, fix: str) -> Artifact:
+    """An artifact read beside the seeds (CAMs, pseudo-labels to relabel): same classes, every image of the seeds.
+
+    Raises:
+        UserError: other classes, or images of the seeds missing (``noun`` names what is missing, ``fix`` the remedy).
+    """
+    art = Artifact(path, kind=kind)
+    if list(art.classes) != list(seeds.classes):
+        raise UserError(f"{art.path}: its classes {list(art.classes)} differ from the seeds' {list(seeds.classes)}. {fix}")
+    missing = sorted(set(seeds.ids) - set(art.ids))
+    if missing:
+        raise UserError(f"{art.path}: has no {noun} for {len(missing)} images of the seeds (e.g. '{missing[0]}'). {fix}")
+    return art
+
+
 def run(
     spml_run: str | os.PathLike,
     seeds: str | os.PathLike,
@@ -160,33 +214,15 @@ def run(
     Returns:
         the output path.
     """
-    seeds_art = Artifact(seeds, kind="seeds")
+    opened = open_seeded_run(spml_run, seeds, data, layout, split, device, workers, net_loader)
+    seeds_art, dataset, net, meta, ckpt, dev = (opened.seeds, opened.dataset, opened.net, opened.meta, opened.checkpoint,
+                                                opened.device)
     out = Path(out)
-    dataset = resolve_dataset(seeds_art, data, layout, split)
     classes = seeds_art.classes
     k = len(classes)
-    if k != dataset.num_classes:
-        raise UserError(f"{seeds_art.path}: has {k} classes but the dataset {dataset.root} has {dataset.num_classes}. "
-                        "Pass the dataset the seeds were made for (--data).")
-    ids = seeds_art.ids
-    check_ids(seeds_art, dataset, ids)
-    dev = resolve_device(device, workers)
-    net, meta = net_loader(spml_run, dev)
-    ckpt = Path(meta["checkpoint"])
-    if list(meta["classes"]) != list(classes):
-        raise UserError(f"{spml_run}: was trained on the classes {list(meta['classes'])}, the seeds {seeds_art.path} "
-                        f"have {list(classes)}. Pass the seeds of the run's dataset.")
     check_numbers([("--cam-bg-power", cam_bg_power, 0, None, {"low_open": True})])
-    cam_art = None
-    if cams is not None:
-        cam_art = Artifact(cams, kind="cams")
-        if list(cam_art.classes) != list(classes):
-            raise UserError(f"{cam_art.path}: its classes differ from the seeds' {list(classes)}. "
-                            "Pass the CAMs the seeds were made from.")
-        missing = sorted(set(ids) - set(cam_art.ids))
-        if missing:
-            raise UserError(f"{cam_art.path}: has no CAMs for {len(missing)} images of the seeds (e.g. '{missing[0]}'). "
-                            "Pass the CAMs the seeds were made from (wsss cam export).")
+    cam_art = None if cams is None else companion_artifact(cams, "cams", seeds_art, "CAMs",
+                                                           "Pass the CAMs the seeds were made from (wsss cam export).")
     sources = StageInputs(files=[seeds_art.path, ckpt, cam_art.path if cam_art is not None else None],
                           folders=[run_directory(ckpt)], datasets=[dataset])
     if crf is not None:
@@ -220,4 +256,4 @@ def run(
                               workers=crf_workers(crf, workers), resume=resume, description="spml-labels")
 
 
-__all__ = ["SPML_CRF", "cam_scores", "image_pseudolabels", "load_embedding_net", "present_classes", "run"]
+__all__ = ["SPML_CRF", "SeededRun", "cam_scores", "companion_artifact", "open_seeded_run", "image_pseudolabels", "load_embedding_net", "present_classes", "run"]

@@ -27,19 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsss.artifacts import Artifact
 from wsss.constants import IGNORE_INDEX
 from wsss.crf import CRFParams, crf_workers
-from wsss.devices import resolve_device
 from wsss.errors import UserError
 from wsss.paths import StageInputs
 from wsss.progress import progress_bar
 from wsss.spml.random_walk import SPML_CRF
 from wsss.spml.relabel import RelabelConfig, labelled_prototypes, relabel_scores
 from wsss.stages import crf as crf_stage
-from wsss.stages.artifact_inputs import check_ids, resolve_dataset
 from wsss.stages.pseudolabel_writer import write_pseudolabels
-from wsss.stages.spml_labels import load_embedding_net, present_classes
+from wsss.stages.spml_labels import companion_artifact, load_embedding_net, open_seeded_run, present_classes
 from wsss.training.run import run_directory
 from wsss.validation import check_finite_arrays
 
@@ -87,29 +84,14 @@ def run(
     Returns:
         the output path.
     """
-    seeds_art = Artifact(seeds, kind="seeds")
-    label_art = Artifact(labels, kind=LABEL_KINDS)
-    dataset = resolve_dataset(seeds_art, data, layout, split)
+    opened = open_seeded_run(spml_run, seeds, data, layout, split, device, workers, net_loader)
+    seeds_art, dataset, net, meta, ckpt, dev = (opened.seeds, opened.dataset, opened.net, opened.meta, opened.checkpoint,
+                                                opened.device)
     classes = seeds_art.classes
     k = len(classes)
-    if k != dataset.num_classes:
-        raise UserError(f"{seeds_art.path}: has {k} classes but the dataset {dataset.root} has {dataset.num_classes}. "
-                        "Pass the dataset the seeds were made for (--data).")
-    if list(label_art.classes) != list(classes):
-        raise UserError(f"{label_art.path}: its classes {list(label_art.classes)} differ from the seeds' {list(classes)}. "
-                        "Pass pseudo-labels of the same dataset.")
     ids = seeds_art.ids
-    check_ids(seeds_art, dataset, ids)
-    missing = sorted(set(ids) - set(label_art.ids))
-    if missing:
-        raise UserError(f"{label_art.path}: has no labels for {len(missing)} images of the seeds (e.g. '{missing[0]}'). "
-                        "Pass pseudo-labels (or predictions) of the same images.")
-    dev = resolve_device(device, workers)
-    net, meta = net_loader(spml_run, dev)
-    if list(meta["classes"]) != list(classes):
-        raise UserError(f"{spml_run}: was trained on the classes {list(meta['classes'])}, the seeds {seeds_art.path} "
-                        f"have {list(classes)}. Pass the seeds of the run's dataset.")
-    ckpt = Path(meta["checkpoint"])
+    label_art = companion_artifact(labels, LABEL_KINDS, seeds_art, "labels",
+                                   "Pass pseudo-labels (or predictions) of the same images and classes.")
     sources = StageInputs(files=[seeds_art.path, label_art.path, ckpt], folders=[run_directory(ckpt)], datasets=[dataset])
     if crf is not None:
         crf = crf.resolved()
