@@ -155,6 +155,23 @@ def _neighbour_tables(uniq: torch.Tensor, last: torch.Tensor, strides: list, q: 
     return nbr_plus, nbr_minus
 
 
+
+def key_strides(radix: list[int], q: int, total: int) -> tuple[list[int], int]:
+    """Strides of the packed lattice keys ``((b·R_0 + k_0)·R_1 + k_1)…·q + r``: ``(strides, batch stride)``,
+    ``strides[i]`` (Python ints) the stride of coordinate ``i`` given its mixed radices ``radix`` and ``q = D+1``.
+    Raises ``ValueError`` when the key range ``total`` does not fit int64 (with a margin)."""
+    if total >= 2**62:
+        raise ValueError(
+            "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
+            "use larger sigma_xy / sigma_rgb or the exact DenseGaussianFilter"
+        )
+    strides = []
+    acc = q
+    for rr in reversed(radix):
+        strides.append(acc)
+        acc *= rr
+    return list(reversed(strides)), acc
+
 class PermutohedralLattice:
     """Lattice built once for ``N`` points; :meth:`filter` applies the Gaussian transform.
 
@@ -214,17 +231,7 @@ class PermutohedralLattice:
             base_q = _compress_gaps(base_q)
             lo, hi = torch.stack(torch.aminmax(base_q, dim=1)).tolist()
             radix, total = _radix(lo, hi, nb, q)
-        if total >= 2**62:
-            raise ValueError(
-                "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
-                "use larger sigma_xy / sigma_rgb or the exact DenseGaussianFilter"
-            )
-        strides = []
-        acc = q
-        for rr in reversed(radix):
-            strides.append(acc)
-            acc *= rr
-        strides = list(reversed(strides))  # stride of coordinate i
+        strides, acc = key_strides(radix, q, total)
         base = (base_q * torch.tensor(strides, dtype=torch.int64, device=dev)[:, None]).sum(0)
         base -= sum((l - 2) * s for l, s in zip(lo, strides))  # N, multiples of q (kmin = lo - 2)
         if nb > 1:

@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from wsss.filters.lattice_sum import Bags
-from wsss.filters.permutohedral import SCALE_FIT, PermutohedralLattice, _compress_gaps
+from wsss.filters.permutohedral import SCALE_FIT, PermutohedralLattice, _compress_gaps, key_strides
 
 __all__ = ["ReferenceLattice", "SimplexLattice", "csr_filter"]
 
@@ -148,17 +148,7 @@ class SimplexLattice(_PointBags, PermutohedralLattice):
         if total // q * q**q >= 2**62:  # sparse coordinates (tiny bandwidths): close the gaps
             base_q = _compress_gaps(base_q)
             radix, total = _simplex_radix(base_q, nb, q)
-        if total >= 2**62:
-            raise ValueError(
-                "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
-                "use larger sigma_xy / sigma_rgb or the exact DenseGaussianFilter"
-            )
-        strides = []
-        acc = q
-        for rr in reversed(radix):
-            strides.append(acc)
-            acc *= rr
-        strides = list(reversed(strides))  # stride of coordinate i
+        strides, acc = key_strides(radix, q, total)
         st = torch.tensor(strides + [0], dtype=torch.int64, device=dev)  # coordinate d: not stored
         kmin = base_q.amin(dim=1) - 2 if n > 0 else torch.zeros(d, dtype=torch.int64, device=dev)
         base = batch_id.to(torch.int64) * acc - int((kmin * st[:d]).sum())  # N, multiples of q
@@ -287,17 +277,7 @@ class ReferenceLattice(_PointBags, PermutohedralLattice):
         total = nb * q
         for rr in radix:
             total *= rr
-        if total >= 2**62:
-            raise ValueError(
-                "permutohedral lattice keys overflow int64 (bandwidths tiny for this image size): "
-                "use larger sigma_xy / sigma_rgb or the exact DenseGaussianFilter"
-            )
-        strides = []
-        acc = q
-        for rr in reversed(radix):
-            strides.append(acc)
-            acc *= rr
-        strides = list(reversed(strides))  # stride of coordinate i
+        strides, acc = key_strides(radix, q, total)
         bstride = acc
         st = torch.tensor(strides + [0], dtype=torch.int64, device=dev)  # coordinate d: not stored
         base = batch_id.to(torch.int64) * bstride + ((base_q - kmin) * st[:d]).sum(-1)  # N
