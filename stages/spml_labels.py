@@ -84,6 +84,37 @@ def present_classes(label: np.ndarray, num_classes: int) -> np.ndarray:
     return present
 
 
+def seeded_present_classes(seeds: Artifact, image_id: str, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """:func:`present_classes` of an image's seed map, refusing a map without any labelled pixel.
+
+    Raises:
+        UserError: no class is known to be present (names the seeds artifact and the image).
+    """
+    present = present_classes(label, num_classes)
+    if not present.any():
+        raise UserError(f"{seeds.path}: image '{image_id}' has no labelled pixel, so no class is known to be "
+                        "present and its pseudo-labels would be empty. Pass seeds that label every image.")
+    return present
+
+
+def refined_pseudolabels(out: Path, seeds: Artifact, dataset: Dataset, image_id: str, scores: np.ndarray,
+                         label: np.ndarray, crf: CRFParams | None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One image's ``pseudolabels`` arrays from its ``K×H×W`` float class scores: DenseCRF through the crf stage
+    (``crf=None`` skips it), arg-max, finiteness checked against ``out``.
+
+    Returns:
+        ``({"probs": K×H×W float16, "label": H×W uint8}, {"seeded", "crf_changed"})``: the share of seeded
+        pixels of ``label`` (the seed map) and of pixels whose label the CRF changed.
+    """
+    before = scores.argmax(axis=0)
+    if crf is not None:
+        scores = crf_stage.refine(seeds, dataset, image_id, crf, len(seeds.classes), scores=scores)
+    arg = scores.argmax(axis=0).astype(np.uint8)
+    arrays = {"probs": scores.astype(np.float16), "label": arg}
+    check_finite_arrays(out, image_id, arrays)
+    return arrays, {"seeded": float(np.mean(label != IGNORE_INDEX)), "crf_changed": float(np.mean(arg != before))}
+
+
 def cam_scores(cams: Artifact, image_id: str, num_classes: int, shape: tuple[int, int], alpha: float = SPML_ALPHA) -> np.ndarray:
     """The walk's starting scores from an image's CAMs (the SPML tag pipeline: SEAM CAMs, background power 6).
 
@@ -233,21 +264,11 @@ def run(
                   "cams": None if cam_art is None else str(cam_art.path), "cam_bg_power": cam_bg_power}
 
     def one(image_id: str, image: np.ndarray, label: np.ndarray):
-        present = present_classes(label, k)
-        if not present.any():
-            raise UserError(f"{seeds_art.path}: image '{image_id}' has no labelled pixel, so no class is known to be "
-                            "present and its pseudo-labels would be empty. Pass seeds that label every image.")
+        present = seeded_present_classes(seeds_art, image_id, label, k)
         check_walk_memory(image.shape[:2], walk, dev if dev.type == "cuda" else None)
         start = None if cam_art is None else cam_scores(cam_art, image_id, k, image.shape[:2], cam_bg_power)
         probs = image_pseudolabels(net, image, present, walk, dev, start)
-        walk_label = probs.argmax(axis=0)
-        if crf is not None:
-            probs = crf_stage.refine(seeds_art, dataset, image_id, crf, k, scores=probs)
-        arg = probs.argmax(axis=0).astype(np.uint8)
-        arrays = {"probs": probs.astype(np.float16), "label": arg}
-        check_finite_arrays(out, image_id, arrays)
-        attrs = {"seeded": float(np.mean(label != IGNORE_INDEX)), "crf_changed": float(np.mean(arg != walk_label))}
-        return arrays, attrs
+        return refined_pseudolabels(out, seeds_art, dataset, image_id, probs, label, crf)
 
     inputs = [seeds_art.provenance(), {"path": str(ckpt), "kind": "run", "epoch": meta["epoch"]}]
     if cam_art is not None:
@@ -256,4 +277,5 @@ def run(
                               workers=crf_workers(crf, workers), resume=resume, description="spml-labels")
 
 
-__all__ = ["SPML_CRF", "SeededRun", "cam_scores", "companion_artifact", "open_seeded_run", "image_pseudolabels", "load_embedding_net", "present_classes", "run"]
+__all__ = ["SPML_CRF", "SeededRun", "cam_scores", "companion_artifact", "open_seeded_run", "image_pseudolabels", "load_embedding_net",
+           "present_classes", "refined_pseudolabels", "run", "seeded_present_classes"]

@@ -34,11 +34,10 @@ from wsss.paths import StageInputs
 from wsss.progress import progress_bar
 from wsss.spml.random_walk import SPML_CRF
 from wsss.spml.relabel import RelabelConfig, labelled_prototypes, relabel_scores
-from wsss.stages import crf as crf_stage
 from wsss.stages.pseudolabel_writer import write_pseudolabels
-from wsss.stages.spml_labels import companion_artifact, load_embedding_net, open_seeded_run, present_classes
+from wsss.stages.spml_labels import (companion_artifact, load_embedding_net, open_seeded_run, refined_pseudolabels,
+                                     seeded_present_classes)
 from wsss.training.run import run_directory
-from wsss.validation import check_finite_arrays
 
 #: artifact kinds whose ``label`` map can be relabelled
 LABEL_KINDS = ("pseudolabels", "predictions")
@@ -129,22 +128,12 @@ def run(
                         "Pass pseudo-labels with labelled pixels.")
 
     def one(image_id: str, image: np.ndarray, label: np.ndarray):
-        present = present_classes(label, k)
-        if not present.any():
-            raise UserError(f"{seeds_art.path}: image '{image_id}' has no labelled pixel, so no class is known to be "
-                            "present. Pass seeds that label every image.")
+        present = seeded_present_classes(seeds_art, image_id, label, k)
         with torch.no_grad():
             probs = relabel_scores(embed, _tensor(image, dev), torch.from_numpy(present), memory, memory_labels,
                                    relabel).cpu().numpy()
-        vote_label = probs.argmax(axis=0)
-        if crf is not None:
-            probs = crf_stage.refine(seeds_art, dataset, image_id, crf, k, scores=probs)
-        arg = probs.argmax(axis=0).astype(np.uint8)
-        arrays = {"probs": probs.astype(np.float16), "label": arg}
-        check_finite_arrays(out, image_id, arrays)
-        before = read_labels(image_id, image.shape[:2])
-        attrs = {"seeded": float(np.mean(label != IGNORE_INDEX)), "changed": float(np.mean(arg != before)),
-                 "crf_changed": float(np.mean(arg != vote_label))}
+        arrays, attrs = refined_pseudolabels(Path(out), seeds_art, dataset, image_id, probs, label, crf)
+        attrs["changed"] = float(np.mean(arrays["label"] != read_labels(image_id, image.shape[:2])))
         return arrays, attrs
 
     inputs = [seeds_art.provenance(), label_art.provenance(), {"path": str(ckpt), "kind": "run", "epoch": meta["epoch"]}]
