@@ -37,7 +37,7 @@ from torch.utils.data import DistributedSampler
 from wsss.artifacts import IGNORE_INDEX, Artifact
 from wsss.data import Dataset
 from wsss.errors import UserError
-from wsss.training.photometric import BLUR_KERNELS, draw_spml_blur, grayscale
+from wsss.training.photometric import check_blur_kernel, draw_spml_blur, grayscale
 from wsss.training.rotation_blur import BLUR_P, BLUR_SIGMA, ROTATION_P, gaussian_blur, rotate_maps
 from wsss.validation import check_allocation, check_finite_input, check_seeds_labelled
 
@@ -70,8 +70,7 @@ class AugmentConfig:
     blur_kernel: str = "urss"
 
     def __post_init__(self) -> None:
-        if self.blur_kernel not in BLUR_KERNELS:
-            raise UserError(f"--blur-kernel {self.blur_kernel}: choose one of {', '.join(BLUR_KERNELS)}.")
+        check_blur_kernel(self.blur_kernel)
 
     @classmethod
     def of(cls, cfg) -> "AugmentConfig":

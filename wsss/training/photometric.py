@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wsss.errors import UserError
+
 #: the SPML code's grayscale weights of R, G, B
 GRAYSCALE_WEIGHTS = (0.3, 0.59, 0.11)
 #: the SPML code's grayscale probability (final classifier; ``--grayscale`` default 0 = off)
@@ -30,6 +32,13 @@ SPML_GRAYSCALE_P = 0.3
 SPML_BLUR_RANGE = (0.1, 5.0)
 #: the blurs of ``--blur-kernel``: ``urss`` (5×5, σ 1.1; Pan et al. 2021) and ``spml`` (5×5, s ~ U[0.1, 5])
 BLUR_KERNELS = ("urss", "spml")
+
+
+def check_blur_kernel(name: str) -> str:
+    """``name`` if it is one of :data:`BLUR_KERNELS`, else a :class:`~wsss.errors.UserError` naming ``--blur-kernel``."""
+    if name not in BLUR_KERNELS:
+        raise UserError(f"--blur-kernel {name}: choose one of {', '.join(BLUR_KERNELS)}.")
+    return name
 
 
 def grayscale(image: Tensor) -> Tensor:
@@ -55,5 +64,5 @@ def draw_spml_blur(rng: np.random.Generator) -> float:
     return spml_blur_sigma(float(rng.uniform(*SPML_BLUR_RANGE)))
 
 
-__all__ = ["BLUR_KERNELS", "GRAYSCALE_WEIGHTS", "SPML_BLUR_RANGE", "SPML_GRAYSCALE_P", "draw_spml_blur", "grayscale",
+__all__ = ["BLUR_KERNELS", "GRAYSCALE_WEIGHTS", "check_blur_kernel", "SPML_BLUR_RANGE", "SPML_GRAYSCALE_P", "draw_spml_blur", "grayscale",
            "spml_blur_sigma"]

@@ -34,7 +34,7 @@ from wsss.losses.registry import LossBatch, TrainingLoss, make_loss
 from wsss.models import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, DeepLabV3Plus, ModelConfig, build_model, empty_model
 from wsss.parallel import DistributedContext
 from wsss.training.data import AugmentConfig, EvalSet, TargetSource, TrainSet
-from wsss.training.photometric import BLUR_KERNELS
+from wsss.training.photometric import check_blur_kernel
 from wsss.training.schedule import WARMUP_START
 from wsss.training.engine import EpochHook, StepHook, check_crop_memory, check_schedule, run_task
 from wsss.training.task import TrainingTask
@@ -116,8 +116,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         ("--lr-warmup-start", cfg.lr_warmup_start, 0, 1),
         ("--grayscale", cfg.grayscale, 0, 1),
     ])
-    if cfg.blur_kernel not in BLUR_KERNELS:
-        raise UserError(f"--blur-kernel {cfg.blur_kernel}: choose one of {', '.join(BLUR_KERNELS)}.")
+    check_blur_kernel(cfg.blur_kernel)
     check_crop_memory(cfg, 2)
 
 
